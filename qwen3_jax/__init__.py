@@ -1,0 +1,24 @@
+"""qwen3_jax: Qwen3 dense and MoE models in JAX / Flax Linen, exact to the Hugging Face reference.
+
+    import qwen3_jax
+    model = qwen3_jax.load("path/to/Qwen3-0.6B")    # HF checkpoint dir or a preset name
+    logits = model.logits(input_ids)                 # [B, T] -> [B, T, vocab]
+
+Axis letters used in shapes and einsum strings throughout the code:
+B batch, T query length, S key length, D model dim, N query heads, K KV heads, G = N / K,
+H head dim, F MLP dim, E experts, C tokens per expert, V vocab, L layers.
+"""
+
+from qwen3_jax.api import Model, load
+from qwen3_jax.config import ConfigError, Qwen3Config, RopeScaling
+from qwen3_jax.checkpoint.safetensors_io import CheckpointError
+from qwen3_jax.losses import load_balancing_loss
+from qwen3_jax.model.params import init_params, param_count
+from qwen3_jax.model.transformer import Output, Qwen3, init_cache
+from qwen3_jax.presets import PRESETS, get_preset
+from qwen3_jax.sharding.mesh import make_mesh
+
+__all__ = [
+    "CheckpointError", "ConfigError", "Model", "Output", "PRESETS", "Qwen3", "Qwen3Config", "RopeScaling",
+    "get_preset", "init_cache", "init_params", "load", "load_balancing_loss", "make_mesh", "param_count",
+]

@@ -1,0 +1,138 @@
+"""The user-facing entry points: `load` a model and call it.
+
+    model = qwen3_jax.load("path/to/Qwen3-0.6B")      # HF checkpoint directory, or a preset name
+    logits = model.logits(input_ids)                  # [B, T] int -> [B, T, V] float32
+    model.config, model.params                        # Qwen3Config, plain pytree of arrays
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh
+
+from qwen3_jax.checkpoint.hf_load import load_hf_params
+from qwen3_jax.config import Qwen3Config
+from qwen3_jax.model.params import init_params, mesh_context, param_count, shard_params
+from qwen3_jax.model.transformer import Output, Qwen3
+from qwen3_jax.presets import PRESETS, get_preset
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def _dtype(d) -> Any:
+    if isinstance(d, str):
+        if d not in _DTYPES:
+            raise ValueError(f"unknown dtype {d!r}; expected one of {list(_DTYPES)}")
+        return _DTYPES[d]
+    return d
+
+
+class Model:
+    """A Qwen3 model with its params, ready to call.
+
+    Attributes:
+      config: the architecture.
+      params: nested dict of arrays (sharded when a mesh was given).
+      module: the Flax Linen module (`module.apply({"params": params}, ...)`).
+      mesh: the mesh params live on, or None for one device.
+    """
+
+    def __init__(self, config: Qwen3Config, params, *, dtype=jnp.float32, mesh: Mesh | None = None,
+                 moe_impl: str = "auto", remat: str = "none"):
+        self.config = config
+        self.params = params
+        self.mesh = mesh
+        self.dtype = _dtype(dtype)
+        self.module = Qwen3(config, dtype=self.dtype, param_dtype=self.dtype, remat=remat, moe_impl=moe_impl)
+        self._forward = jax.jit(self._apply, static_argnames=("return_hidden",))
+
+    def _apply(self, params, input_ids, attention_mask, positions, return_hidden=False) -> Output:
+        with mesh_context(self.config, self.mesh):
+            return self.module.apply({"params": params}, input_ids, positions=positions,
+                                     attention_mask=attention_mask, return_hidden=return_hidden)
+
+    def _check_ids(self, input_ids):
+        ids = jnp.asarray(input_ids)
+        if ids.ndim != 2:
+            raise ValueError(f"input_ids must be [batch, seq]; got shape {tuple(ids.shape)}")
+        if not jnp.issubdtype(ids.dtype, jnp.integer):
+            raise ValueError(f"input_ids must be integers; got dtype {ids.dtype}")
+        if not isinstance(input_ids, jax.core.Tracer):
+            host = np.asarray(input_ids)
+            if host.size and (host.min() < 0 or host.max() >= self.config.vocab_size):
+                raise ValueError(f"input_ids must lie in [0, {self.config.vocab_size}); got values in "
+                                 f"[{host.min()}, {host.max()}]")
+        return ids.astype(jnp.int32)
+
+    def __call__(self, input_ids, attention_mask=None, positions=None, return_hidden: bool = False) -> Output:
+        """Forward pass; returns `Output` (logits, router logits, optional hidden states)."""
+        ids = self._check_ids(input_ids)
+        if attention_mask is not None:
+            attention_mask = jnp.asarray(attention_mask)
+            if attention_mask.shape != ids.shape:
+                raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} != input_ids shape "
+                                 f"{tuple(ids.shape)}")
+        if positions is not None:
+            positions = jnp.asarray(positions, jnp.int32)
+            if positions.shape != ids.shape:
+                raise ValueError(f"positions shape {tuple(positions.shape)} != input_ids shape {tuple(ids.shape)}")
+        return self._forward(self.params, ids, attention_mask, positions, return_hidden=return_hidden)
+
+    def logits(self, input_ids, attention_mask=None, positions=None) -> jax.Array:
+        """[B, T] int ids -> [B, T, vocab] float32 logits."""
+        return self(input_ids, attention_mask, positions).logits.astype(jnp.float32)
+
+    def num_params(self) -> tuple[int, int]:
+        """(total, active per token) parameter counts."""
+        return param_count(self.config)
+
+    def __repr__(self):
+        total, active = self.num_params()
+        return (f"Model({self.config.name or self.config.model_type}, {total / 1e9:.3f}B params"
+                + (f", {active / 1e9:.3f}B active" if self.config.is_moe else "") + f", dtype={jnp.dtype(self.dtype).name})")
+
+
+def _checkpoint_dtype(path: str) -> Any:
+    with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+        d = json.load(f)
+    name = d.get("dtype") or d.get("torch_dtype") or "float32"
+    return _DTYPES.get(name, jnp.float32)
+
+
+def load(path: str | os.PathLike, dtype: Any = "auto", *, mesh: Mesh | None = None, seed: int = 0,
+         moe_impl: str = "auto", remat: str = "none") -> Model:
+    """Loads a model.
+
+    Args:
+      path: a Hugging Face checkpoint directory (config.json + model.safetensors or a sharded
+        index), or a preset name ("Qwen3-0.6B", "qwen3-30b-a3b", "tiny-moe", ...), which gives
+        random weights for demos and benchmarks.
+      dtype: compute and param dtype; "auto" uses the checkpoint's dtype (float32 for presets).
+      mesh: optional mesh (see `make_mesh`); params are placed by the logical rules.
+      seed: seed of the random weights of a preset.
+      moe_impl: expert computation ("auto", "tiled", "ragged", "dense").
+      remat: rematerialisation policy for training.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        if not os.path.exists(os.path.join(path, "config.json")):
+            raise FileNotFoundError(f"{path} is a directory but holds no config.json (not a HF checkpoint)")
+        cfg = Qwen3Config.from_json_file(os.path.join(path, "config.json"))
+        dt = _checkpoint_dtype(path) if dtype == "auto" else _dtype(dtype)
+        params = jax.tree.map(jnp.asarray, load_hf_params(path, cfg, dtype=jnp.dtype(dt)))
+        if mesh is not None:
+            params = shard_params(params, cfg, mesh)
+        return Model(cfg, params, dtype=dt, mesh=mesh, moe_impl=moe_impl, remat=remat)
+    try:
+        cfg = get_preset(path)
+    except KeyError:
+        raise FileNotFoundError(
+            f"{path!r} is neither a checkpoint directory nor a preset (presets: {', '.join(PRESETS)})") from None
+    dt = jnp.float32 if dtype == "auto" else _dtype(dtype)
+    return Model(cfg, init_params(cfg, seed, dt, mesh), dtype=dt, mesh=mesh, moe_impl=moe_impl, remat=remat)

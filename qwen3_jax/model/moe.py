@@ -1,0 +1,71 @@
+"""The sparse MoE block of Qwen3: router + 128 fine-grained SwiGLU experts, no shared expert.
+
+The router is a bias-free projection to E logits (in the activation dtype, as in the reference);
+routing itself (softmax in float32 over all experts, top-k, optional renormalisation) and the
+sorted grouped matmul live in `ops/moe.py`. The block returns its router logits too: the
+load-balancing loss needs them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from qwen3_jax.config import Qwen3Config
+from qwen3_jax.model.layers import Einsum, default_init
+from qwen3_jax.ops import moe as moe_ops
+
+
+class MoE(nn.Module):
+    """Sparse mixture-of-experts feed-forward block.
+
+    Attributes:
+      cfg: the model config (num_experts, num_experts_per_tok, moe_intermediate_size, norm_topk_prob).
+      dtype, param_dtype: compute and storage dtypes.
+      impl: expert computation, see `ops.moe.IMPLS`.
+    """
+
+    cfg: Qwen3Config
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """x [B, T, D] -> (output [B, T, D], router logits [B, T, E])."""
+        c = self.cfg
+        B, T, D = x.shape
+        E, F = c.num_experts, c.moe_intermediate_size
+        router_logits = Einsum((D, E), ("embed", "router"), "BTD,DE->BTE", name="gate",
+                               dtype=self.dtype, param_dtype=self.param_dtype)(x)
+
+        wg, wu, wd = _Experts(E, D, F, self.param_dtype, name="experts")()
+        weights, ids = moe_ops.route(router_logits.reshape(B * T, E), c.num_experts_per_tok,
+                                     c.norm_topk_prob, self.dtype)
+        y = moe_ops.sparse_moe(x.reshape(B * T, D).astype(self.dtype), weights, ids,
+                               wg.astype(self.dtype), wu.astype(self.dtype), wd.astype(self.dtype),
+                               impl=self.impl)
+        return y.reshape(B, T, D), router_logits
+
+
+class _Experts(nn.Module):
+    """Holds the stacked expert weights: gate_proj/up_proj [E, D, F], down_proj [E, F, D]."""
+
+    num_experts: int
+    hidden_size: int
+    intermediate_size: int
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self):
+        E, D, F = self.num_experts, self.hidden_size, self.intermediate_size
+
+        def p(name, shape, axes):
+            return self.param(name, nn.with_logical_partitioning(default_init, axes), shape, self.param_dtype)
+
+        return (p("gate_proj", (E, D, F), ("expert", "embed", "moe_mlp")),
+                p("up_proj", (E, D, F), ("expert", "embed", "moe_mlp")),
+                p("down_proj", (E, F, D), ("expert", "moe_mlp", "embed")))

@@ -1,0 +1,164 @@
+"""The Qwen3 causal LM: embed -> scanned decoder layers -> final RMSNorm -> LM head.
+
+Parameter tree (Linen names mirror the Hugging Face checkpoint; L = layers of the run):
+
+    embed_tokens/embedding                 [V, D]
+    layers/input_layernorm/scale           [L, D]
+    layers/self_attn/{q_proj,k_proj,v_proj}/kernel   [L, D, N|K, H]
+    layers/self_attn/o_proj/kernel         [L, N, H, D]
+    layers/self_attn/{q_norm,k_norm}/scale [L, H]
+    layers/post_attention_layernorm/scale  [L, D]
+    layers/mlp/{gate_proj,up_proj}/kernel  [L, D, F]      (dense layers)
+    layers/mlp/down_proj/kernel            [L, F, D]
+    layers/mlp/gate/kernel                 [L, D, E]      (MoE layers: router)
+    layers/mlp/experts/{gate_proj,up_proj} [L, E, D, F]
+    layers/mlp/experts/down_proj           [L, E, F, D]
+    norm/scale                             [D]
+    lm_head/kernel                         [D, V]         (untied models only)
+
+Configs that mix dense and MoE layers get one such stack per run of equal layers
+("layers_0", "layers_1", ...; see `config.layer_segments`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from qwen3_jax.config import Qwen3Config, layer_segments
+from qwen3_jax.model.block import DecoderLayer
+from qwen3_jax.model.layers import Einsum, Embed, RMSNorm
+from qwen3_jax.model.rope import rope_cos_sin, rope_frequencies
+from qwen3_jax.ops.attention import causal_mask
+
+REMAT_POLICIES = {
+    "none": None,
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "save_layer_inputs": jax.checkpoint_policies.save_only_these_names("decoder_layer_input"),
+}
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass
+class Output:
+    """What a forward pass returns.
+
+    Attributes:
+      logits: [B, T, V] in the compute dtype.
+      cache: updated KV cache ({segment: {"k", "v": [L, B, S, K, H]}}) or None.
+      router_logits: [L_moe, B, T, E] router logits of every MoE layer in order, or None.
+      hidden_states: when asked for, L + 1 arrays [B, T, D] as the reference returns them: the
+        embeddings, the output of layers 0..L-2, then the final-normed output of the last layer.
+    """
+
+    logits: jax.Array
+    cache: Any = None
+    router_logits: jax.Array | None = None
+    hidden_states: tuple | None = None
+
+
+class Qwen3(nn.Module):
+    """Qwen3 causal language model (dense or MoE).
+
+    Attributes:
+      config: architecture.
+      dtype: compute dtype (activations, matmul inputs).
+      param_dtype: storage dtype of parameters.
+      remat: rematerialisation policy of each layer, a key of REMAT_POLICIES.
+      moe_impl: expert computation ("auto" picks per backend; see `ops.moe`).
+    """
+
+    config: Qwen3Config
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    remat: str = "none"
+    moe_impl: str = "auto"
+
+    @nn.compact
+    def __call__(self, input_ids, positions=None, attention_mask=None, cache=None, write_at=None,
+                 segment_ids=None, return_hidden: bool = False) -> Output:
+        """Args:
+          input_ids: [B, T] int token ids.
+          positions: [B, T] RoPE positions; default 0..T-1 (or write_at + 0..T-1 with a cache).
+          attention_mask: without a cache, [B, T] with 1 for real tokens and 0 for padding; with a
+            cache, [B, S] marking the valid cache slots after this call's tokens are written.
+          cache: KV cache from `init_cache`; the call's keys/values are written at `write_at`.
+          write_at: [B] int, first cache slot of this call's tokens (required with a cache).
+          segment_ids: [B, T] packing ids (no cache): tokens only attend within their segment.
+          return_hidden: also return every layer's hidden states.
+        """
+        c = self.config
+        if self.remat not in REMAT_POLICIES:
+            raise ValueError(f"unknown remat policy {self.remat!r}; expected one of {list(REMAT_POLICIES)}")
+        B, T = input_ids.shape
+        steps = jnp.arange(T, dtype=jnp.int32)[None, :]
+        if cache is None:
+            q_slots = jnp.broadcast_to(steps, (B, T))
+            kv_valid = jnp.ones((B, T), bool) if attention_mask is None else attention_mask.astype(bool)
+        else:
+            if write_at is None or attention_mask is None:
+                raise ValueError("a cached call needs write_at [B] and attention_mask [B, S] (valid cache slots)")
+            q_slots = write_at.astype(jnp.int32)[:, None] + steps
+            kv_valid = attention_mask.astype(bool)
+        if positions is None:
+            positions = q_slots
+        mask = causal_mask(q_slots, kv_valid, segment_ids)
+
+        embed = Embed(c.vocab_size, c.hidden_size, self.dtype, self.param_dtype, name="embed_tokens")
+        x = nn.with_logical_constraint(embed(input_ids), ("batch", "length", "act_embed"))
+        inv_freq, att_factor = rope_frequencies(c)
+        cos, sin = rope_cos_sin(positions, inv_freq, att_factor, self.dtype)
+
+        hidden = [x] if return_hidden else None
+        router_logits, new_cache = [], {} if cache is not None else None
+        for seg in layer_segments(c):
+            layer_cls = DecoderLayer
+            if self.remat != "none":
+                layer_cls = nn.remat(DecoderLayer, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
+            stack = nn.scan(
+                layer_cls,
+                variable_axes={"params": 0},
+                split_rngs={"params": True},
+                in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+                length=seg.length,
+                metadata_params={nn.PARTITION_NAME: "layers"},
+            )(c, seg.kind, self.dtype, self.param_dtype, self.moe_impl, return_hidden, name=seg.name)
+            seg_cache = None if cache is None else cache[seg.name]
+            x, (seg_cache, seg_router, seg_hidden) = stack(x, seg_cache, cos, sin, mask, write_at)
+            if cache is not None:
+                new_cache[seg.name] = seg_cache
+            if seg_router is not None:
+                router_logits.append(seg_router)
+            if return_hidden:
+                hidden.extend(seg_hidden[i] for i in range(seg.length))
+
+        x = RMSNorm(c.rms_norm_eps, "norm", self.param_dtype, name="norm")(x)
+        if c.tie_word_embeddings:
+            logits = embed.attend(x)
+        else:
+            logits = Einsum((c.hidden_size, c.vocab_size), ("embed", "vocab"), "BTD,DV->BTV",
+                            dtype=self.dtype, param_dtype=self.param_dtype, name="lm_head")(x)
+        logits = nn.with_logical_constraint(logits, ("batch", "length", "act_vocab"))
+        if return_hidden:
+            hidden[-1] = x  # the reference reports the last layer's output after the final norm
+            hidden = tuple(hidden)
+        return Output(
+            logits=logits,
+            cache=new_cache,
+            router_logits=jnp.concatenate(router_logits, axis=0) if router_logits else None,
+            hidden_states=hidden,
+        )
+
+
+def init_cache(config: Qwen3Config, batch: int, length: int, dtype=jnp.bfloat16) -> dict:
+    """An empty KV cache: {segment name: {"k", "v": [L_seg, B, S, K, H]}}."""
+    K, H = config.num_key_value_heads, config.head_dim
+    return {
+        seg.name: {n: jnp.zeros((seg.length, batch, length, K, H), dtype) for n in ("k", "v")}
+        for seg in layer_segments(config)
+    }

@@ -1,0 +1,54 @@
+"""Dot-product attention with grouped KV heads, and the masks it takes.
+
+GQA is computed by splitting the N query heads into K groups of G = N / K (query head n uses KV
+head n // G, as `repeat_kv` does in the reference), so K and V are never repeated in memory.
+Scores and softmax run in float32; probabilities are cast to the compute dtype for the PV product.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+_NEG = jnp.finfo(jnp.float32).min
+
+
+def causal_mask(q_slots: jax.Array, kv_valid: jax.Array, segment_ids: jax.Array | None = None,
+                kv_segment_ids: jax.Array | None = None) -> jax.Array:
+    """Boolean mask [B, T, S]: query at slot q_slots[b, t] may see key slot s.
+
+    Args:
+      q_slots: [B, T] index of each query among the S key slots (its own slot included).
+      kv_valid: [B, S] which key slots hold real tokens (padding and empty cache slots are False).
+      segment_ids, kv_segment_ids: optional [B, T] / [B, S] packing ids; tokens only see their own
+        segment.
+    """
+    s = jnp.arange(kv_valid.shape[1], dtype=jnp.int32)
+    mask = (s[None, None, :] <= q_slots[:, :, None]) & kv_valid[:, None, :]
+    if segment_ids is not None:
+        kv_seg = segment_ids if kv_segment_ids is None else kv_segment_ids
+        mask = mask & (segment_ids[:, :, None] == kv_seg[:, None, :])
+    return mask
+
+
+def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
+                          scale: float) -> jax.Array:
+    """softmax(q·kᵀ·scale + mask)·v with grouped KV heads.
+
+    Args:
+      q: [B, T, N, H] queries.
+      k, v: [B, S, K, H] keys and values, N % K == 0.
+      mask: [B, T, S] boolean, True where attention is allowed.
+      scale: logit scale (head_dim ** -0.5).
+
+    Returns:
+      [B, T, N, H] in q's dtype.
+    """
+    B, T, N, H = q.shape
+    K = k.shape[2]
+    qg = q.reshape(B, T, K, N // K, H)  # [B, T, K, G, H]
+    scores = jnp.einsum("BTKGH,BSKH->BKGTS", qg, k, preferred_element_type=jnp.float32) * scale
+    scores = jnp.where(mask[:, None, None, :, :], scores, _NEG)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # [B, K, G, T, S]
+    out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v)
+    return out.reshape(B, T, N, H)
