@@ -1,8 +1,8 @@
 """Presets for the 8 released Qwen3 models, plus tiny shapes for tests and demos.
 
 The numbers come from the released `config.json` files (shared/qwen3/FACTS.md §1). This module is
-the single source: `configs/models/*.yaml` are generated from it (`python -m qwen3_jax.presets
---write configs/models`) and a test checks the files still match.
+the single source: `configs/models/*.yaml` are generated from it (`qwen3-jax presets --write
+configs/models`) and a test checks the files still match.
 
 Every released model shares: vocab 151,936, head_dim 128, rms_norm_eps 1e-6, rope_theta 1e6,
 max_position_embeddings 40,960, bos 151643, eos 151645. The MoE models use 128 experts, top-8,
@@ -11,9 +11,7 @@ norm_topk_prob, every layer sparse, router_aux_loss_coef 0.001.
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 
 import yaml
 
@@ -66,7 +64,7 @@ def get_preset(name: str) -> Qwen3Config:
 
 def yaml_text(cfg: Qwen3Config) -> str:
     """The YAML form of a preset, as written to configs/models/."""
-    header = (f"# {cfg.name}: generated from qwen3_jax/presets.py by `python -m qwen3_jax.presets --write "
+    header = (f"# {cfg.name}: generated from qwen3_jax/presets.py by `qwen3-jax presets --write "
               f"configs/models`.\n# Do not edit by hand; tests/test_config.py checks it matches.\n")
     return header + yaml.safe_dump(cfg.to_dict(), sort_keys=False)
 
@@ -81,19 +79,14 @@ def load_yaml(path: str | os.PathLike) -> Qwen3Config:
         return Qwen3Config.from_dict(yaml.safe_load(f))
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description="Write the preset YAML files.")
-    ap.add_argument("--write", metavar="DIR", required=True)
-    args = ap.parse_args(argv)
-    os.makedirs(args.write, exist_ok=True)
+def write_yaml_files(directory: str | os.PathLike) -> list[str]:
+    """Writes one YAML file per preset into `directory` (atomically, file by file)."""
+    os.makedirs(directory, exist_ok=True)
+    paths = []
     for cfg in PRESETS.values():
-        path = os.path.join(args.write, yaml_filename(cfg.name))
+        path = os.path.join(directory, yaml_filename(cfg.name))
         with open(path + ".tmp", "w", encoding="utf-8") as f:
             f.write(yaml_text(cfg))
         os.replace(path + ".tmp", path)
-        print(path)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+        paths.append(path)
+    return paths

@@ -1,0 +1,1 @@
+"""Command-line entry points (`qwen3-jax <command>`)."""

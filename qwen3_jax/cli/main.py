@@ -1,0 +1,64 @@
+"""`qwen3-jax <command> ...`: a thin dispatcher over one module per subcommand.
+
+Each subcommand module defines `HELP` (one line), `add_arguments(parser)` and `run(args) -> int`.
+Modules are imported only when their command runs, so `qwen3-jax --help` stays fast.
+Errors meant for the user (`UserError`, and the library's ValueError/FileNotFoundError subclasses
+listed below) print one message to stderr and exit 2 instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "convert": "qwen3_jax.cli.convert",
+    "export": "qwen3_jax.cli.export",
+    "chat": "qwen3_jax.cli.chat",
+    "generate": "qwen3_jax.cli.generate",
+    "presets": "qwen3_jax.cli.presets",
+}
+
+
+class UserError(Exception):
+    """A problem with the user's input: printed without a traceback, exit status 2."""
+
+
+def _available():
+    out = {}
+    for name, mod in COMMANDS.items():
+        if importlib.util.find_spec(mod) is not None:
+            out[name] = mod
+    return out
+
+
+def main(argv=None) -> int:
+    available = _available()
+    parser = argparse.ArgumentParser(prog="qwen3-jax", description="Qwen3 in JAX: convert, export, chat, generate.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    modules = {}
+    for name, modname in available.items():
+        mod = importlib.import_module(modname)
+        modules[name] = mod
+        p = sub.add_parser(name, help=getattr(mod, "HELP", ""), description=getattr(mod, "HELP", ""))
+        mod.add_arguments(p)
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from qwen3_jax.checkpoint.safetensors_io import CheckpointError
+    from qwen3_jax.config import ConfigError
+
+    try:
+        return int(modules[args.command].run(args) or 0)
+    except (UserError, CheckpointError, ConfigError, FileNotFoundError, FileExistsError) as e:
+        print(f"qwen3-jax {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"qwen3-jax {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
