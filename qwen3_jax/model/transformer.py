@@ -81,7 +81,7 @@ class Qwen3(nn.Module):
 
     @nn.compact
     def __call__(self, input_ids, positions=None, attention_mask=None, cache=None, write_at=None,
-                 segment_ids=None, return_hidden: bool = False) -> Output:
+                 segment_ids=None, return_hidden: bool = False, logits_at=None) -> Output:
         """Args:
           input_ids: [B, T] int token ids.
           positions: [B, T] RoPE positions; default 0..T-1 (or write_at + 0..T-1 with a cache).
@@ -91,6 +91,8 @@ class Qwen3(nn.Module):
           write_at: [B] int, first cache slot of this call's tokens (required with a cache).
           segment_ids: [B, T] packing ids (no cache): tokens only attend within their segment.
           return_hidden: also return every layer's hidden states.
+          logits_at: optional [B] int; compute logits only at position logits_at[b] of each row
+            (logits come back [B, 1, V]): a prefill needs one row, not the [B, T, V] LM head.
         """
         c = self.config
         if self.remat not in REMAT_POLICIES:
@@ -138,11 +140,12 @@ class Qwen3(nn.Module):
                 hidden.extend(seg_hidden[i] for i in range(seg.length))
 
         x = RMSNorm(c.rms_norm_eps, "norm", self.param_dtype, name="norm")(x)
+        h = x if logits_at is None else jnp.take_along_axis(x, logits_at.astype(jnp.int32)[:, None, None], axis=1)
         if c.tie_word_embeddings:
-            logits = embed.attend(x)
+            logits = embed.attend(h)
         else:
             logits = Einsum((c.hidden_size, c.vocab_size), ("embed", "vocab"), "BTD,DV->BTV",
-                            dtype=self.dtype, param_dtype=self.param_dtype, name="lm_head")(x)
+                            dtype=self.dtype, param_dtype=self.param_dtype, name="lm_head")(h)
         logits = nn.with_logical_constraint(logits, ("batch", "length", "act_vocab"))
         if return_hidden:
             hidden[-1] = x  # the reference reports the last layer's output after the final norm
