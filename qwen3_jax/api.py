@@ -111,8 +111,8 @@ def load(path: str | os.PathLike, dtype: Any = "auto", *, mesh: Mesh | None = No
 
     Args:
       path: a Hugging Face checkpoint directory (config.json + model.safetensors or a sharded
-        index), or a preset name ("Qwen3-0.6B", "qwen3-30b-a3b", "tiny-moe", ...), which gives
-        random weights for demos and benchmarks.
+        index), an Orbax directory written by `qwen3-jax convert`, or a preset name ("Qwen3-0.6B",
+        "qwen3-30b-a3b", "tiny-moe", ...), which gives random weights for demos and benchmarks.
       dtype: compute and param dtype; "auto" uses the checkpoint's dtype (float32 for presets).
       mesh: optional mesh (see `make_mesh`); params are placed by the logical rules.
       seed: seed of the random weights of a preset.
@@ -120,6 +120,12 @@ def load(path: str | os.PathLike, dtype: Any = "auto", *, mesh: Mesh | None = No
       remat: rematerialisation policy for training.
     """
     path = os.fspath(path)
+    from qwen3_jax.checkpoint import orbax_io
+
+    if orbax_io.is_orbax_dir(path):  # written by `qwen3-jax convert`: restored straight into the mesh layout
+        cfg, params = orbax_io.restore(path, mesh=mesh, dtype=None if dtype == "auto" else jnp.dtype(_dtype(dtype)))
+        dt = params["embed_tokens"]["embedding"].dtype if dtype == "auto" else _dtype(dtype)
+        return Model(cfg, params, dtype=dt, mesh=mesh, moe_impl=moe_impl, remat=remat)
     if os.path.isdir(path):
         if not os.path.exists(os.path.join(path, "config.json")):
             raise FileNotFoundError(f"{path} is a directory but holds no config.json (not a HF checkpoint)")

@@ -1,0 +1,79 @@
+"""Our Orbax directory -> Hugging Face safetensors checkpoint (for transformers and vLLM).
+
+The inverse of `convert`: every stacked param is restored on its own, split back into its
+per-layer (and per-expert) HF tensors with the name table (`hf_tensors` + `to_hf`), and streamed
+into safetensors shards of at most `max_shard_size` bytes (with `model.safetensors.index.json`
+when there is more than one). The shard plan (names, shapes, dtypes) is fixed up front from the
+checkpoint metadata, so each shard's header is known before its data is written and only one
+stacked param is in memory at a time. Bytes are written as they are stored: bfloat16 stays
+bit-exact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Callable
+
+import numpy as np
+
+from qwen3_jax.checkpoint import orbax_io, staging
+from qwen3_jax.checkpoint.convert import _progress, group_by_param
+from qwen3_jax.checkpoint.hf_mapping import hf_tensors, to_hf
+from qwen3_jax.checkpoint.safetensors_write import Entry, parse_size, write_tensors
+
+DEFAULT_MAX_SHARD_SIZE = "5GB"
+
+
+def export(src: str | os.PathLike, dst: str | os.PathLike, dtype: Any = None,
+           max_shard_size: str | int = DEFAULT_MAX_SHARD_SIZE, force: bool = False, progress: bool = True,
+           log: Callable[[str], None] | None = None) -> dict:
+    """Writes a HF checkpoint directory from a converted Orbax directory.
+
+    Args:
+      src: directory written by `qwen3-jax convert` (or by training code using `orbax_io`).
+      dst: output directory; must not exist unless `force`.
+      dtype: dtype of the written tensors; None keeps the stored dtypes.
+      max_shard_size: largest safetensors file ("5GB", "500MB", or bytes).
+      force: replace an existing `dst`, once the new one is complete.
+      progress: show a tqdm bar on stderr.
+      log: optional callback for one-line messages.
+
+    Returns:
+      A summary dict (tensors, bytes, files).
+    """
+    src = os.fspath(src)
+    if not orbax_io.is_orbax_dir(src):
+        raise FileNotFoundError(f"{src} is not a qwen3-jax Orbax checkpoint (expected {orbax_io.PARAMS_DIR}/ "
+                                f"and {orbax_io.CONFIG_FILE}; make one with `qwen3-jax convert`)")
+    dst = staging.check_output(dst, force)
+    max_bytes = parse_size(max_shard_size)
+    cfg = orbax_io.read_config(src)
+    saved = orbax_io.check_params(src, cfg)
+    groups = group_by_param(list(hf_tensors(cfg)))
+    out_dtype = {p: np.dtype(dtype) if dtype is not None else saved[p][1] for p in groups}
+    entries = [Entry(t.hf_name, t.hf_shape, out_dtype[p]) for p, ts in groups.items() for t in ts]
+    total = sum(e.nbytes for e in entries)
+    if log:
+        log(f"exporting {len(entries)} tensors ({total / 2**30:.2f} GiB) from {len(groups)} stacked params")
+
+    def tensors(bar):
+        for path, ts in groups.items():
+            shape, stored = saved[path]
+            arr = orbax_io.restore_param(src, path, shape, stored)
+            for t in ts:
+                x = np.asarray(to_hf(t.rule, arr[t.index], cfg)).astype(out_dtype[path], copy=False)
+                yield t.hf_name, x
+                bar.update(x.nbytes)
+            del arr
+
+    with staging.staged_directory(dst, force) as tmp:
+        bar = _progress(total, progress, "export")
+        files = write_tensors(tmp, tensors(bar), entries, max_bytes)
+        bar.close()
+        hf = cfg.to_hf_dict()
+        hf["torch_dtype"] = out_dtype[("embed_tokens", "embedding")].name
+        with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
+            json.dump(hf, f, indent=2)
+        copied = staging.copy_aux_files(src, tmp)
+    return {"tensors": len(entries), "bytes": total, "files": files, "copied": copied, "output": dst}
