@@ -88,6 +88,25 @@ class Model:
         """[B, T] int ids -> [B, T, vocab] float32 logits."""
         return self(input_ids, attention_mask, positions).logits.astype(jnp.float32)
 
+    def generate(self, prompts, max_new_tokens: int = 256, sampling=None, stop_tokens=None, **kwargs):
+        """New token ids for each prompt (lists of ids); see `qwen3_jax.generate.engine.generate`."""
+        from qwen3_jax.generate.engine import generate
+
+        return generate(self, prompts, max_new_tokens=max_new_tokens, sampling=sampling, stop_tokens=stop_tokens,
+                        **kwargs)
+
+    def chat(self, messages, **kwargs):
+        """One parsed assistant reply (reasoning, content, tool_calls, usage); see `qwen3_jax.generate.chat.chat`."""
+        from qwen3_jax.generate.chat import chat
+
+        return chat(self, messages, **kwargs)
+
+    def chat_stream(self, messages, **kwargs):
+        """Yields reply text as it is generated; see `qwen3_jax.generate.chat.chat_stream`."""
+        from qwen3_jax.generate.chat import chat_stream
+
+        return chat_stream(self, messages, **kwargs)
+
     def num_params(self) -> tuple[int, int]:
         """(total, active per token) parameter counts."""
         return param_count(self.config)

@@ -126,7 +126,7 @@ class Run:
         if self.finished:
             return self
         stop_at = np.int32(2**30 if steps is None else int(self.state["step"]) + steps)
-        self.state = self.engine._decode(self.spec, self.engine.model.params, self.state, stop_at)
+        self.state = self.engine.decode(self.spec, self.state, stop_at)
         self._host = None
         return self
 
@@ -168,14 +168,19 @@ class Engine:
         return m.module.apply({"params": params}, ids, attention_mask=mask, cache=cache, write_at=write_at,
                               logits_at=logits_at)
 
+    # Both are traced inside the caller's `mesh_context` (jax.set_mesh is entered outside jit), so
+    # the model's logical constraints and the cache's see the mesh and the rules.
     def _prefill_impl(self, spec, cache_len, out_len, params, ids, lens, done, in_think, key, max_new, budget):
-        with mesh_context(self.model.config, self.model.mesh):
-            return loop.prefill(self._apply, self.model.config, self.model.dtype, spec, cache_len, out_len,
-                                params, ids, lens, done, in_think, key, max_new, budget)
+        return loop.prefill(self._apply, self.model.config, self.model.dtype, spec, cache_len, out_len,
+                            params, ids, lens, done, in_think, key, max_new, budget)
 
     def _decode_impl(self, spec, params, state, stop_at):
+        return loop.decode(self._apply, spec, params, state, stop_at)
+
+    def decode(self, spec, state, stop_at):
+        """Runs the compiled decode loop on `state` (donated) until `stop_at` steps."""
         with mesh_context(self.model.config, self.model.mesh):
-            return loop.decode(self._apply, spec, params, state, stop_at)
+            return self._decode(spec, self.model.params, state, stop_at)
 
     # -------------------------------------------------------------- host side
     def _batch_multiple(self) -> int:
@@ -254,8 +259,9 @@ class Engine:
             forced=thinking.forced if thinking else (), think_id=thinking.think_id if thinking else -1,
             end_think_id=thinking.end_think_id if thinking else -1)
         budget = np.int32(-1 if thinking is None else thinking.budget)
-        state = self._prefill(spec, cache_len, out_len, self.model.params, ids, lens, done, in_think,
-                              jax.random.key(sampling.seed), np.int32(max_new), budget)
+        with mesh_context(cfg, self.model.mesh):
+            state = self._prefill(spec, cache_len, out_len, self.model.params, ids, lens, done, in_think,
+                                  jax.random.key(sampling.seed), np.int32(max_new), budget)
         return Run(self, state, spec, rows, [len(p) for p in prompts])
 
     def generate(self, prompts: Sequence[Sequence[int]], max_new_tokens: int = 256, sampling: Sampling | None = None,
@@ -269,3 +275,22 @@ class Engine:
         """Number of distinct programs compiled so far (prefill + decode)."""
         return self._prefill._cache_size() + self._decode._cache_size()
 
+
+
+def generate(model, prompts: Sequence[Sequence[int]], max_new_tokens: int = 256, sampling: Sampling | None = None,
+             stop_tokens: Sequence[int] | None = None, tokenizer=None) -> list[list[int]]:
+    """The new ids of each prompt (see `Engine.start`); greedy when `sampling` is None.
+
+    Args:
+      model: a `qwen3_jax.Model`.
+      prompts: token-id lists.
+      max_new_tokens: most new tokens per row.
+      sampling: the setting (temperature 0 is greedy).
+      stop_tokens: None: the default stop ids; []: never stop before max_new_tokens.
+      tokenizer: when given (or attached as `model.tokenizer`), ids >= its size are never sampled.
+    """
+    tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+    res = Engine.for_model(model).generate(prompts, max_new_tokens, sampling, stop_tokens,
+                                           tokenizer_size=None if tok is None else len(tok),
+                                           model_dir=getattr(model, "source_dir", None))
+    return res.tokens
