@@ -53,9 +53,9 @@ class Model:
         self._forward = jax.jit(self._apply, static_argnames=("return_hidden",))
 
     def _apply(self, params, input_ids, attention_mask, positions, return_hidden=False) -> Output:
-        with mesh_context(self.config, self.mesh):
-            return self.module.apply({"params": params}, input_ids, positions=positions,
-                                     attention_mask=attention_mask, return_hidden=return_hidden)
+        # Traced inside the caller's `mesh_context` (jax.set_mesh must be entered outside jit).
+        return self.module.apply({"params": params}, input_ids, positions=positions,
+                                 attention_mask=attention_mask, return_hidden=return_hidden)
 
     def _check_ids(self, input_ids):
         ids = jnp.asarray(input_ids)
@@ -82,7 +82,8 @@ class Model:
             positions = jnp.asarray(positions, jnp.int32)
             if positions.shape != ids.shape:
                 raise ValueError(f"positions shape {tuple(positions.shape)} != input_ids shape {tuple(ids.shape)}")
-        return self._forward(self.params, ids, attention_mask, positions, return_hidden=return_hidden)
+        with mesh_context(self.config, self.mesh):
+            return self._forward(self.params, ids, attention_mask, positions, return_hidden=return_hidden)
 
     def logits(self, input_ids, attention_mask=None, positions=None) -> jax.Array:
         """[B, T] int ids -> [B, T, vocab] float32 logits."""

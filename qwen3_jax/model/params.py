@@ -55,9 +55,20 @@ def param_count(cfg: Qwen3Config) -> tuple[int, int]:
     return total, total - inactive
 
 
+def model_axis_sizes(cfg: Qwen3Config) -> dict[str, int]:
+    """Size of each logical model axis (for dropping splits that do not divide it)."""
+    n, k = cfg.num_attention_heads, cfg.num_key_value_heads
+    sizes = {"vocab": cfg.vocab_size, "act_vocab": cfg.vocab_size, "embed": cfg.hidden_size,
+             "heads": n, "act_heads": n, "kv_heads": k, "act_kv_heads": k, "head_dim": cfg.head_dim,
+             "mlp": cfg.intermediate_size, "act_mlp": cfg.intermediate_size}
+    if cfg.is_moe:
+        sizes.update(expert=cfg.num_experts, moe_mlp=cfg.moe_intermediate_size)
+    return sizes
+
+
 def mesh_rules(cfg: Qwen3Config, mesh: Mesh | None, rules=RULES):
-    """The rules table restricted to `mesh` (KV heads replicated when they cannot be split)."""
-    return rules_for_mesh(mesh, rules, num_kv_heads=cfg.num_key_value_heads)
+    """The rules table restricted to `mesh` and to the splits `cfg`'s sizes allow."""
+    return rules_for_mesh(mesh, rules, sizes=model_axis_sizes(cfg))
 
 
 def param_shardings(cfg: Qwen3Config, mesh: Mesh, rules=RULES):
@@ -72,7 +83,10 @@ def shard_params(params, cfg: Qwen3Config, mesh: Mesh, rules=RULES):
 
 @contextlib.contextmanager
 def mesh_context(cfg: Qwen3Config, mesh: Mesh | None, rules=RULES):
-    """Enters `jax.set_mesh(mesh)` and the logical rules, so activation constraints take effect."""
+    """Enters `jax.set_mesh(mesh)` and the logical rules, so activation constraints take effect.
+
+    Enter it around the *call* of a jitted function (set_mesh refuses to run inside a trace).
+    """
     if mesh is None:
         yield
         return

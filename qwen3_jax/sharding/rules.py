@@ -41,24 +41,29 @@ RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
 )
 
 
-def rules_for_mesh(mesh, rules=RULES, *, num_kv_heads: int | None = None):
-    """Restricts `rules` to the axes `mesh` has (size > 1 not required).
+def rules_for_mesh(mesh, rules=RULES, *, sizes: dict[str, int] | None = None):
+    """Restricts `rules` to the axes `mesh` has, and to the splits the model's sizes allow.
 
-    When `num_kv_heads` is given and the `tensor` axis is larger than it, KV heads are replicated
-    instead of split (a KV head cannot be divided across devices).
+    Args:
+      mesh: the mesh (None gives all-replicated rules).
+      rules: the logical rules table.
+      sizes: optional logical name -> dimension size (e.g. {"kv_heads": 4}). A logical axis whose size
+        is not divisible by its mesh axes is replicated instead: with `tensor=8` and 4 KV heads the KV
+        heads are replicated rather than failing.
     """
     names = set(mesh.axis_names) if mesh is not None else set()
-    sizes = dict(zip(mesh.axis_names, mesh.devices.shape)) if mesh is not None else {}
+    mesh_sizes = dict(zip(mesh.axis_names, mesh.devices.shape)) if mesh is not None else {}
+    sizes = sizes or {}
     out = []
     for logical, target in rules:
-        if logical in ("kv_heads", "act_kv_heads") and num_kv_heads is not None:
-            if sizes.get("tensor", 1) > 1 and num_kv_heads % sizes.get("tensor", 1):
-                target = None
-        if target is None:
-            out.append((logical, None))
-            continue
-        axes = (target,) if isinstance(target, str) else tuple(target)
+        axes = () if target is None else ((target,) if isinstance(target, str) else tuple(target))
         kept = tuple(a for a in axes if a in names)
+        if logical in sizes:
+            split = 1
+            for a in kept:
+                split *= mesh_sizes[a]
+            if sizes[logical] % split:
+                kept = ()
         out.append((logical, kept if len(kept) > 1 else (kept[0] if kept else None)))
     return tuple(out)
 
