@@ -209,11 +209,26 @@ class Tokenizer:
 
     # ------------------------------------------------------- encode / decode
     def encode(self, text: str) -> list[int]:
-        """Encodes text; added tokens written in the text become their ids. No BOS/EOS is added."""
+        """Encodes text. Qwen adds no BOS/EOS.
+
+        Args:
+            text: any string; it is NFC-normalised first, and added tokens written
+                in it (``<|im_start|>``, ``<think>``, ...) become their single ids.
+
+        Returns:
+            The token ids.
+        """
         return self.backend.encode(text, add_special_tokens=False).ids
 
     def encode_batch(self, texts: Sequence[str]) -> list[list[int]]:
-        """Encodes many texts in parallel (the ``tokenizers`` thread pool)."""
+        """Encodes many texts in parallel on the ``tokenizers`` thread pool.
+
+        Args:
+            texts: the strings to encode.
+
+        Returns:
+            One id list per text, equal to ``encode`` of that text.
+        """
         return [e.ids for e in self.backend.encode_batch_fast(list(texts), add_special_tokens=False)]
 
     def decode(self, ids: Iterable[int], skip_special_tokens: bool = False) -> str:
@@ -230,7 +245,15 @@ class Tokenizer:
         return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
 
     def decode_batch(self, batch: Sequence[Iterable[int]], skip_special_tokens: bool = False) -> list[str]:
-        """Decodes several id sequences; see ``decode``."""
+        """Decodes several id sequences.
+
+        Args:
+            batch: one id sequence per text.
+            skip_special_tokens: as in ``decode``.
+
+        Returns:
+            One string per sequence.
+        """
         return self.backend.decode_batch([list(ids) for ids in batch],
                                          skip_special_tokens=skip_special_tokens)
 
@@ -238,6 +261,12 @@ class Tokenizer:
         """Returns the raw bytes of one token (its UTF-8 text for added tokens).
 
         Streaming decoders need bytes, not text: one character may span tokens.
+
+        Args:
+            token_id: an id below ``len(self)``.
+
+        Returns:
+            The bytes the token stands for.
         """
         if self._token_bytes is None:
             from_char = {c: b for b, c in build.byte_to_unicode().items()}

@@ -1,12 +1,10 @@
 """Tokenizer: known Qwen3 encodings, added tokens, special ids, decoding, caching, save/load."""
 
 import json
-import os
 import time
 
 import pytest
 
-from qwen3_jax.text import build
 from qwen3_jax.text.tokenizer import Tokenizer
 
 # FACTS §3.3: ids produced by the released Qwen3 tokenizer.
@@ -144,8 +142,8 @@ def test_save_and_from_pretrained(tok, saved_dir):
     assert Tokenizer.from_pretrained(saved_dir / "tokenizer.json").encode(text) == tok.encode(text)
 
 
-def test_tokenizer_json_matches_release_pipeline():
-    doc = build.build_tokenizer_json()
+def test_tokenizer_json_matches_release_pipeline(tok):
+    doc = json.loads(tok.backend.to_str())
     assert doc["normalizer"] == {"type": "NFC"}
     split, byte_level = doc["pre_tokenizer"]["pretokenizers"]
     assert split["pattern"]["Regex"] == (
@@ -153,4 +151,5 @@ def test_tokenizer_json_matches_release_pipeline():
         r"|\s*[\r\n]+|\s+(?!\S)|\s+")
     assert split["behavior"] == "Isolated" and byte_level["type"] == "ByteLevel"
     assert len(doc["model"]["vocab"]) == 151643
+    assert doc["model"]["type"] == "BPE" and doc["decoder"]["type"] == "ByteLevel"
     assert all(not t["lstrip"] and not t["rstrip"] and not t["normalized"] for t in doc["added_tokens"])
