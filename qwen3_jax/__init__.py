@@ -3,6 +3,8 @@
     import qwen3_jax
     model = qwen3_jax.load("path/to/Qwen3-0.6B")    # HF checkpoint dir or a preset name
     logits = model.logits(input_ids)                 # [B, T] -> [B, T, vocab]
+    tok = qwen3_jax.Tokenizer.qwen3()                # the Qwen3 tokenizer, no checkpoint needed
+    prompt = qwen3_jax.chat.render(messages, enable_thinking=False)
 
 Axis letters used in shapes and einsum strings throughout the code:
 B batch, T query length, S key length, D model dim, N query heads, K KV heads, G = N / K,
@@ -11,14 +13,17 @@ H head dim, F MLP dim, E experts, C tokens per expert, V vocab, L layers.
 
 from qwen3_jax.api import Model, load
 from qwen3_jax.config import ConfigError, Qwen3Config, RopeScaling
+from qwen3_jax.generate.sampling import GREEDY, NON_THINKING, THINKING, Sampling
 from qwen3_jax.checkpoint.safetensors_io import CheckpointError
 from qwen3_jax.losses import load_balancing_loss
 from qwen3_jax.model.params import init_params, param_count
 from qwen3_jax.model.transformer import Output, Qwen3, init_cache
 from qwen3_jax.presets import PRESETS, get_preset
 from qwen3_jax.sharding.mesh import make_mesh
+from qwen3_jax.text import chat
+from qwen3_jax.text.tokenizer import Tokenizer
 
 __all__ = [
-    "CheckpointError", "ConfigError", "Model", "Output", "PRESETS", "Qwen3", "Qwen3Config", "RopeScaling",
-    "get_preset", "init_cache", "init_params", "load", "load_balancing_loss", "make_mesh", "param_count",
+    "CheckpointError", "ConfigError", "GREEDY", "Model", "NON_THINKING", "Sampling", "THINKING", "Output", "PRESETS", "Qwen3", "Qwen3Config", "RopeScaling",
+    "Tokenizer", "chat", "get_preset", "init_cache", "init_params", "load", "load_balancing_loss", "make_mesh", "param_count",
 ]

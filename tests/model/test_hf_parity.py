@@ -20,6 +20,10 @@ CASES = {
     "dense_untied": dict(kind="dense", tie_word_embeddings=False),
     # head_dim equal to hidden / heads (the other cases use head_dim 32 != 64 / 4)
     "dense_plain_head_dim": dict(kind="dense", head_dim=16, num_key_value_heads=4),
+    # YaRN (Qwen3's long-context recipe, at a small original context so it acts within 40 tokens)
+    "dense_yarn": dict(kind="dense", max_position_embeddings=256, rope_parameters={
+        "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "rope_theta": 1e6}),
+    "dense_linear_rope": dict(kind="dense", rope_parameters={"rope_type": "linear", "factor": 2.0, "rope_theta": 1e6}),
     "moe_norm_topk": dict(kind="moe", norm_topk_prob=True),
     "moe_no_norm_sparse_step": dict(kind="moe", norm_topk_prob=False, decoder_sparse_step=2,
                                     mlp_only_layers=[2], num_hidden_layers=5),
@@ -80,7 +84,7 @@ def test_explicit_positions(case):
     name, path, hf = case
     model = qwen3_jax.load(path, dtype="float32")
     ids = _ids(batch=2, length=6, seed=3)
-    positions = np.array([[5, 6, 7, 8, 9, 10], [100, 101, 102, 103, 104, 105]])
+    positions = np.array([[5, 6, 7, 8, 9, 10], [100, 101, 102, 103, 104, 205]])
     ref = _hf_forward(hf, ids, positions=positions)
     np.testing.assert_allclose(np.asarray(model.logits(ids, positions=positions)), ref.logits.numpy(),
                                atol=1e-4, rtol=0)
