@@ -1,0 +1,328 @@
+"""Expert parallelism (EP): MoE layers whose experts are split over the mesh's `expert` axis.
+
+Meshes and axis types. JAX 0.10 gives `jax.make_mesh` *Explicit* axis types by default (shardings
+in array types). We deliberately build every mesh with `AxisType.Auto` (`sharding.mesh.make_mesh`)
+and enter it with `jax.set_mesh` (`model.params.mesh_context`): Flax Linen's logical constraints
+only work on Auto axes with a context mesh. The MoE layer reads that context mesh with
+`jax.sharding.get_abstract_mesh()` and, when it has an `expert` axis of size > 1, runs its expert
+computation in `jax.shard_map` over it, so that the token exchange is written out explicitly instead
+of being left to the partitioner (which would all-gather expert weights or tokens).
+
+Inside the shard_map, per device (one shard of tokens, E / ep local experts):
+
+1. route the local tokens (softmax over all experts, top-k; `ops.moe.route`);
+2. sort the n·k token copies by expert; because experts are laid out contiguously over the
+   `expert` axis (device d holds experts d·E_l .. (d+1)·E_l - 1), this also groups them by
+   destination device;
+3. pack them into a send buffer [ep, C, D] (C = capacity per destination) with the local expert id
+   of every row, and exchange with `jax.lax.all_to_all` over `expert`;
+4. run the local experts on the received rows with the grouped matmul of `ops.moe` (tiled on CPU,
+   `ragged_dot` elsewhere); with a `tensor` axis the expert hidden dim F is split and the partial
+   down projections are summed with `psum` over `tensor`;
+5. send the results back with the reverse all-to-all, un-permute and combine with the routing
+   weights exactly as the single-device `ops.moe.sparse_moe` does.
+
+Tokens are sharded over every batch-like mesh axis present (data, fsdp, expert, sequence); the
+all-to-all runs over `expert` only. Expert weights enter with their parameter sharding
+("expert" -> expert, "embed" -> fsdp, "moe_mlp" -> tensor); the fsdp shards of the *local* experts
+are all-gathered (each device needs the full D of its experts), never the expert axis.
+
+Capacity. `capacity_factor=None` is dropless: C = n · min(k, E_l), the most copies n tokens can
+send to one device, so nothing can be dropped. A finite factor gives C = ceil(factor · n · k / ep).
+Rows beyond C for a destination are dropped in sorted order (within a destination: by local expert,
+then by token index, then by slot), contribute zero to the output, and are counted: the layer
+returns the global number of dropped copies.
+
+Ragged dispatch. On TPU/GPU, `jax.lax.ragged_all_to_all` sends exactly the routed rows instead of
+fixed C-row blocks (`ops.expert_parallel_ragged`); it is picked by `dispatch="auto"` there. XLA:CPU
+does not implement ragged-all-to-all, so on CPU the fixed all-to-all runs; the ragged path is tested
+on CPU through an emulation of the primitive built from `all_to_all`.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import jax
+import jax.numpy as jnp
+from jax.sharding import PartitionSpec as P
+
+from qwen3_jax.ops import moe as moe_ops
+
+TOKEN_AXES = ("data", "fsdp", "expert", "sequence")
+DISPATCHES = ("auto", "fixed", "ragged", "ragged_emulated")
+
+
+def mesh_axis_sizes(mesh=None) -> dict[str, int]:
+    """{axis name: size} of `mesh` (default: the context mesh set by `jax.set_mesh`)."""
+    mesh = jax.sharding.get_abstract_mesh() if mesh is None else mesh
+    if mesh is None or getattr(mesh, "empty", False):
+        return {}
+    return dict(zip(mesh.axis_names, mesh.axis_sizes))
+
+
+def expert_axis_size(mesh=None) -> int:
+    """Size of the `expert` axis of `mesh` (context mesh by default); 1 when there is none."""
+    return mesh_axis_sizes(mesh).get("expert", 1)
+
+
+def resolve_dispatch(dispatch: str) -> str:
+    """"auto" -> "ragged" on backends with ragged-all-to-all (TPU, GPU), "fixed" on CPU."""
+    if dispatch not in DISPATCHES:
+        raise ValueError(f"unknown EP dispatch {dispatch!r}; expected one of {DISPATCHES}")
+    if dispatch == "auto":
+        return "fixed" if jax.default_backend() == "cpu" else "ragged"
+    return dispatch
+
+
+def capacity_per_destination(local_tokens: int, top_k: int, num_experts: int, ep: int,
+                             capacity_factor: float | None) -> int:
+    """Rows reserved in the send buffer for each destination device.
+
+    Args:
+      local_tokens: tokens on one device (n).
+      top_k, num_experts, ep: experts per token, all experts, devices on the expert axis.
+      capacity_factor: None for dropless, else the multiple of the balanced load n·k/ep.
+    """
+    dropless = local_tokens * min(top_k, num_experts // ep)
+    if capacity_factor is None:
+        return max(1, dropless)
+    if capacity_factor <= 0:
+        raise ValueError(f"capacity_factor must be > 0 (or None for dropless), got {capacity_factor}")
+    return max(1, min(dropless, math.ceil(capacity_factor * local_tokens * top_k / ep)))
+
+
+def dispatch_plan(ids: jax.Array, valid: jax.Array, num_experts: int, ep: int, capacity: int):
+    """Where each token copy goes in the [ep, capacity] send buffer.
+
+    Args:
+      ids: [n, k] expert ids of the local tokens.
+      valid: [n] bool; invalid (padding) tokens are neither sent nor counted.
+      num_experts, ep: E and the expert-axis size; device d holds experts d·E/ep .. (d+1)·E/ep - 1.
+      capacity: rows per destination.
+
+    Returns:
+      dict with
+        order [n·k]: sorted position -> copy index (token · k + slot);
+        sorted_e [n·k]: expert of each sorted copy (E for invalid tokens);
+        slot [n·k]: row of the flat send buffer [ep · capacity] (ep · capacity when not sent);
+        keep [n·k]: copy is sent;
+        counts [E]: copies routed to each expert (before any drop);
+        dropped: int32 number of valid copies that did not fit.
+    """
+    n, k = ids.shape
+    local = num_experts // ep
+    flat = jnp.where(valid[:, None], ids, num_experts).reshape(-1)
+    order = jnp.argsort(flat, stable=True)
+    sorted_e = flat[order]
+    counts = jnp.bincount(flat, length=num_experts + 1)[:num_experts].astype(jnp.int32)
+    per_dest = counts.reshape(ep, local).sum(axis=1)
+    dest_start = jnp.cumsum(per_dest) - per_dest
+    live = sorted_e < num_experts
+    dest = jnp.minimum(sorted_e // local, ep - 1)
+    pos = jnp.arange(n * k, dtype=jnp.int32) - dest_start[dest]
+    keep = live & (pos < capacity)
+    slot = jnp.where(keep, dest * capacity + pos, ep * capacity)
+    dropped = jnp.sum(live & ~keep).astype(jnp.int32)
+    return dict(order=order, sorted_e=sorted_e, slot=slot, keep=keep, counts=counts, dropped=dropped)
+
+
+def _varying_axes(*arrays) -> tuple:
+    """Mesh axes over which any of `arrays` varies inside shard_map (empty outside it)."""
+    axes = set()
+    for a in arrays:
+        mat = getattr(jax.typeof(a), "manual_axis_type", None)
+        axes |= set(getattr(mat, "varying", ()) or ())
+    return tuple(sorted(axes))
+
+
+def _make_varying(arrays, axes):
+    """Marks each array as varying over `axes` (no-op in the forward pass).
+
+    Inside shard_map, using a value that is invariant over an axis in a computation that varies
+    over it inserts an implicit cast whose transpose is a `psum` over that axis. Casting up front
+    keeps those psums out of `lax.cond` branches, where devices taking different branches would
+    wait on each other forever.
+    """
+    out = []
+    for a in arrays:
+        missing = tuple(ax for ax in axes if ax not in _varying_axes(a))
+        out.append(jax.lax.pcast(a, missing, to="varying") if missing else a)
+    return out
+
+
+def _grouped_ffn_tiled(xs, sorted_e, sizes, wg, wu, wd, tm: int | None = None):
+    """`ops.moe.grouped_ffn_tiled` for use inside `shard_map`.
+
+    Same tile layout and skipping; only the skipped-tile branch differs: its zeros are marked as
+    varying over the same mesh axes as the computed tile (`lax.pcast`), which `lax.cond` requires
+    under shard_map's varying-axes check.
+    """
+    M, D = xs.shape
+    E = wg.shape[0]
+    tm = tm or moe_ops._tile_rows(M, E)
+    padded = (sizes + tm - 1) // tm * tm
+    pad_end = jnp.cumsum(padded)
+    pad_start = pad_end - padded
+    group_start = jnp.cumsum(sizes) - sizes
+    dest = pad_start[sorted_e] + jnp.arange(M, dtype=jnp.int32) - group_start[sorted_e]
+    num_tiles = -(-M // tm) + min(E, M)
+    xp = jnp.zeros((num_tiles * tm, D), xs.dtype).at[dest].set(xs).reshape(num_tiles, tm, D)
+    tile_start = jnp.arange(num_tiles, dtype=jnp.int32) * tm
+    tile_e = jnp.minimum(jnp.searchsorted(pad_end, tile_start, side="right"), E - 1).astype(jnp.int32)
+    tile_used = tile_start < pad_end[-1]
+    vma = _varying_axes(xs, wg, wu, wd)
+
+    def one_tile(args):
+        xt, e, used = args
+
+        def skip():
+            z = jnp.zeros((tm, wd.shape[-1]), xs.dtype)
+            return jax.lax.pcast(z, vma, to="varying") if vma else z
+
+        return jax.lax.cond(used, lambda: moe_ops._swiglu(xt, wg[e], wu[e], wd[e]).astype(xs.dtype), skip)
+
+    yp = jax.lax.map(one_tile, (xp, tile_e, tile_used)).reshape(num_tiles * tm, -1)
+    return yp[dest]
+
+
+def local_expert_ffn(rows: jax.Array, row_e: jax.Array, wg, wu, wd, impl: str, tm: int | None = None):
+    """SwiGLU of each row with its local expert; rows with `row_e == E_l` (empty) give zeros.
+
+    Args:
+      rows: [M, D] rows in any order.
+      row_e: [M] local expert id of each row, or E_l for an empty row.
+      wg, wu: [E_l, D, F]; wd: [E_l, F, D] (F may be a tensor-parallel shard).
+      impl: "tiled", "ragged" or "dense" (see `ops.moe`).
+      tm: tile height of the tiled path (default: from the row count).
+    """
+    M = rows.shape[0]
+    El = wg.shape[0]
+    used = row_e < El
+    rows, wg, wu, wd = _make_varying((rows, wg, wu, wd), _varying_axes(rows, wg, wu, wd))
+    if impl == "dense":
+        outs = jax.vmap(lambda g, u, d: moe_ops._swiglu(rows, g, u, d))(wg, wu, wd)  # [E_l, M, D]
+        pick = jax.nn.one_hot(row_e, El, dtype=rows.dtype)  # empty rows pick nothing
+        return jnp.einsum("ME,EMD->MD", pick, outs.astype(rows.dtype))
+    order = jnp.argsort(row_e, stable=True)  # empty rows last
+    sorted_e = row_e[order]
+    sizes = jnp.bincount(row_e, length=El + 1)[:El].astype(jnp.int32)
+    xs = rows[order]
+    if impl == "tiled":
+        # Empty rows are clipped to the last expert but lie past every group (sizes excludes them),
+        # so they land in padding or in tiles that are skipped; their outputs are masked below.
+        ys = _grouped_ffn_tiled(xs, jnp.minimum(sorted_e, El - 1), sizes, wg, wu, wd, tm=tm)
+    elif impl == "ragged":
+        ys = moe_ops.grouped_ffn_ragged(xs, sizes, wg, wu, wd)
+    else:
+        raise ValueError(f"unknown expert implementation {impl!r}")
+    out = jnp.zeros((M, ys.shape[-1]), rows.dtype).at[order].set(ys.astype(rows.dtype))
+    return jnp.where(used[:, None], out, 0)
+
+
+def _gather_weights(wg, wu, wd, fsdp: str | None):
+    """All-gathers the fsdp shards (the D dim) of the local experts; the expert dim stays local."""
+    if fsdp is None:
+        return wg, wu, wd
+    return (jax.lax.all_gather(wg, fsdp, axis=1, tiled=True), jax.lax.all_gather(wu, fsdp, axis=1, tiled=True),
+            jax.lax.all_gather(wd, fsdp, axis=2, tiled=True))
+
+
+def _combine(sorted_out, plan, weights):
+    """Un-permutes the per-copy outputs [n·k, D] (sorted order) and sums them with the routing weights."""
+    n, k = weights.shape
+    copies = jnp.zeros(sorted_out.shape, sorted_out.dtype).at[plan["order"]].set(sorted_out)
+    return jnp.einsum("NKD,NK->ND", copies.reshape(n, k, -1), weights)
+
+
+def _local_fixed(x, logits, valid, wg, wu, wd, *, top_k, norm_topk_prob, capacity_factor, impl, ep,
+                 fsdp, tensor, token_axes):
+    """Per-device body of the fixed-size all-to-all dispatch (see the module docstring)."""
+    wg, wu, wd = _gather_weights(wg, wu, wd, fsdp)
+    El = wg.shape[0]
+    E = El * ep
+    weights, ids = moe_ops.route(logits, top_k, norm_topk_prob, x.dtype)
+    n, D = x.shape
+    C = capacity_per_destination(n, top_k, E, ep, capacity_factor)
+    plan = dispatch_plan(ids, valid, E, ep, C)
+
+    xs = x[plan["order"] // top_k]  # [n·k, D] token rows in expert order
+    send = jnp.zeros((ep * C, D), x.dtype).at[plan["slot"]].set(xs, mode="drop")
+    send_e = jnp.full((ep * C,), El, jnp.int32).at[plan["slot"]].set(plan["sorted_e"] % El, mode="drop")
+    # [ep, C, ...]: block d goes to device d; after the exchange block s came from device s.
+    recv = jax.lax.all_to_all(send.reshape(ep, C, D), "expert", 0, 0, tiled=True).reshape(ep * C, D)
+    recv_e = jax.lax.all_to_all(send_e.reshape(ep, C), "expert", 0, 0, tiled=True).reshape(ep * C)
+
+    # Tile height from the expected (balanced) rows per local expert, not the padded buffer size.
+    tm = moe_ops._tile_rows(n * top_k, El)
+    out = local_expert_ffn(recv, recv_e, wg, wu, wd, impl, tm)
+    if tensor is not None:
+        out = jax.lax.psum(out, tensor)  # partial sums over the F shards
+    back = jax.lax.all_to_all(out.reshape(ep, C, D), "expert", 0, 0, tiled=True).reshape(ep * C, D)
+
+    sorted_out = jnp.where(plan["keep"][:, None], back[jnp.minimum(plan["slot"], ep * C - 1)], 0)
+    y = _combine(sorted_out, plan, weights)
+    return y, jax.lax.psum(plan["dropped"], token_axes)
+
+
+def expert_parallel_moe(x: jax.Array, router_logits: jax.Array, wg: jax.Array, wu: jax.Array, wd: jax.Array, *,
+                        top_k: int, norm_topk_prob: bool, capacity_factor: float | None = None,
+                        impl: str = "auto", dispatch: str = "auto", mesh=None) -> tuple[jax.Array, jax.Array]:
+    """The MoE expert computation with experts split over the mesh's `expert` axis.
+
+    Call it inside `jax.jit` under a mesh (`jax.set_mesh`, or pass `mesh`). Routing is the same as
+    `ops.moe.route`; with `capacity_factor=None` the result equals `ops.moe.sparse_moe` on one device.
+
+    Args:
+      x: [N, D] tokens (global view; sharded or not).
+      router_logits: [N, E].
+      wg, wu: [E, D, F]; wd: [E, F, D] (global view, any sharding; E divisible by the expert axis).
+      top_k, norm_topk_prob: routing settings of the config.
+      capacity_factor: None for dropless; else rows per destination = ceil(factor · n · k / ep).
+      impl: grouped matmul ("auto", "tiled", "ragged", "dense"; see `ops.moe`).
+      dispatch: "auto", "fixed" (all_to_all), "ragged" (ragged_all_to_all; TPU/GPU) or
+        "ragged_emulated" (the ragged path with the primitive emulated by all_to_all; for tests).
+      mesh: the mesh (default: the context mesh).
+
+    Returns:
+      (y [N, D] in x's dtype, dropped token copies summed over all devices, int32 scalar).
+    """
+    mesh = jax.sharding.get_abstract_mesh() if mesh is None else mesh
+    sizes = mesh_axis_sizes(mesh)
+    ep = sizes.get("expert", 1)
+    E = wg.shape[0]
+    if ep < 2:
+        raise ValueError("expert_parallel_moe needs a mesh with an `expert` axis of size > 1")
+    if E % ep:
+        raise ValueError(f"{E} experts cannot be split evenly over an expert axis of size {ep}")
+    token_axes = tuple(a for a in TOKEN_AXES if sizes.get(a, 1) > 1)
+    shards = math.prod(sizes[a] for a in token_axes)
+    fsdp = "fsdp" if sizes.get("fsdp", 1) > 1 else None
+    tensor = "tensor" if sizes.get("tensor", 1) > 1 else None
+    if fsdp and x.shape[1] % sizes["fsdp"]:
+        raise ValueError(f"hidden size {x.shape[1]} is not divisible by fsdp={sizes['fsdp']}")
+    if tensor and wg.shape[2] % sizes["tensor"]:
+        raise ValueError(f"moe_intermediate_size {wg.shape[2]} is not divisible by tensor={sizes['tensor']}")
+
+    N = x.shape[0]
+    Np = -(-N // shards) * shards  # pad so every device holds the same number of tokens
+    valid = jnp.arange(Np) < N
+    if Np != N:
+        x = jnp.pad(x, ((0, Np - N), (0, 0)))
+        router_logits = jnp.pad(router_logits, ((0, Np - N), (0, 0)))
+
+    kind = resolve_dispatch(dispatch)
+    kw = dict(top_k=top_k, norm_topk_prob=norm_topk_prob, capacity_factor=capacity_factor,
+              impl=moe_ops.resolve_impl(impl), ep=ep, fsdp=fsdp, tensor=tensor, token_axes=token_axes)
+    if kind == "fixed":
+        body = functools.partial(_local_fixed, **kw)
+    else:
+        from qwen3_jax.ops import expert_parallel_ragged as ragged
+
+        body = functools.partial(ragged.local_ragged, emulate=(kind == "ragged_emulated"), **kw)
+    tok = P(token_axes or None, None)
+    w_in, w_out = P("expert", fsdp, tensor), P("expert", tensor, fsdp)
+    y, dropped = jax.shard_map(body, mesh=mesh, in_specs=(tok, tok, P(token_axes or None), w_in, w_in, w_out),
+                               out_specs=(tok, P()))(x, router_logits, valid, wg, wu, wd)
+    return y[:N], dropped
