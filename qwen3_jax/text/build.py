@@ -5,10 +5,9 @@ Qwen's byte-level BPE vocabulary is published as a tiktoken rank file
 ``base64(token_bytes) rank`` per token, 151,643 lines. tiktoken needs no merge
 list because it merges, at every step, the adjacent pair whose concatenation has
 the lowest rank. The Hugging Face ``tokenizers`` BPE model instead ranks *pairs*,
-so this module derives a merge list from the ranks: every way of splitting a
-token into two smaller tokens becomes a merge, and merges are ordered by the
-rank of the token they produce. Then "lowest pair priority" in ``tokenizers``
-picks the same merge as "lowest concatenation rank" in tiktoken.
+so this module derives a merge list from the ranks: for each token, the pair
+that tiktoken itself would merge last when encoding that token's bytes, listed
+in rank order (see ``derive_merges``).
 
 The rest of the pipeline is the one the released Qwen3 ``tokenizer.json`` uses
 (FACTS §3.1): NFC normaliser, the Qwen split regex, byte-level mapping and
@@ -67,7 +66,7 @@ ADDED_TOKENS: tuple[tuple[str, bool], ...] = (
 )
 
 # Bumped whenever the generated JSON changes, so stale caches are not reused.
-BUILD_VERSION = 1
+BUILD_VERSION = 2
 
 
 def byte_to_unicode() -> dict[int, str]:
@@ -139,27 +138,50 @@ def load_ranks(path: str | os.PathLike | None = None) -> dict[bytes, int]:
     return ranks
 
 
+def _bpe_parts(token: bytes, ranks: dict[bytes, int], max_rank: int) -> list[bytes]:
+    # tiktoken's merge rule, restricted to tokens ranked below max_rank: merge
+    # the adjacent pair whose concatenation has the lowest rank, leftmost first.
+    parts = [token[i:i + 1] for i in range(len(token))]
+    while len(parts) > 1:
+        best_rank, best_i = max_rank, -1
+        for i in range(len(parts) - 1):
+            rank = ranks.get(parts[i] + parts[i + 1])
+            if rank is not None and rank < best_rank:
+                best_rank, best_i = rank, i
+        if best_i < 0:
+            break
+        parts[best_i:best_i + 2] = [parts[best_i] + parts[best_i + 1]]
+    return parts
+
+
 def derive_merges(ranks: dict[bytes, int]) -> list[tuple[bytes, bytes]]:
-    """Derives a BPE merge list equivalent to tiktoken's rank-based merging.
+    """Derives the BPE merge list that reproduces tiktoken's rank-based merging.
+
+    A token of rank r is created by exactly one merge: the last one tiktoken
+    makes when it encodes the token's own bytes using only tokens ranked below
+    r. Listing those merges in rank order makes "lowest pair priority" (the
+    ``tokenizers`` rule) pick the same merge as "lowest concatenation rank"
+    (the tiktoken rule). For Qwen this gives 151,387 merges, one per non-byte
+    token.
 
     Args:
         ranks: token bytes to rank.
 
     Returns:
-        Pairs ``(left, right)`` in priority order. Each multi-byte token contributes
-        one pair per split point where both halves are tokens, and pairs are
-        sorted by the rank of the merged token (ties: by the halves' ranks).
+        Pairs ``(left, right)`` in priority order.
+
+    Raises:
+        ValueError: if a token cannot be built from lower-ranked tokens.
     """
-    keyed = []
-    for token, rank in ranks.items():
-        for cut in range(1, len(token)):
-            left, right = token[:cut], token[cut:]
-            left_rank = ranks.get(left)
-            right_rank = ranks.get(right)
-            if left_rank is not None and right_rank is not None:
-                keyed.append((rank, left_rank, right_rank, left, right))
-    keyed.sort()
-    return [(left, right) for _, _, _, left, right in keyed]
+    merges = []
+    for token, rank in sorted(ranks.items(), key=lambda item: item[1]):
+        if len(token) < 2:
+            continue
+        parts = _bpe_parts(token, ranks, rank)
+        if len(parts) != 2:
+            raise ValueError(f"token {token!r} (rank {rank}) is not reachable by merges")
+        merges.append((parts[0], parts[1]))
+    return merges
 
 
 def build_tokenizer_json(ranks: dict[bytes, int] | None = None) -> dict[str, Any]:

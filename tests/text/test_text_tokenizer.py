@@ -151,5 +151,6 @@ def test_tokenizer_json_matches_release_pipeline(tok):
         r"|\s*[\r\n]+|\s+(?!\S)|\s+")
     assert split["behavior"] == "Isolated" and byte_level["type"] == "ByteLevel"
     assert len(doc["model"]["vocab"]) == 151643
+    assert len(doc["model"]["merges"]) == 151643 - 256  # one merge per non-byte token
     assert doc["model"]["type"] == "BPE" and doc["decoder"]["type"] == "ByteLevel"
     assert all(not t["lstrip"] and not t["rstrip"] and not t["normalized"] for t in doc["added_tokens"])
