@@ -47,6 +47,9 @@ def _save_context():
     ctx = _ocp().Context()
     ctx.array.saving.use_compression = False
     ctx.array.saving.storage_options.chunk_byte_size = CHUNK_BYTES
+    # Orbax copies host arrays before an async write so callers may mutate them; every save here
+    # is waited for before the array is touched again, so that copy would only double the peak.
+    ctx.memory.deepcopy_host_arrays = False
     return ctx
 
 
@@ -54,6 +57,29 @@ def _load_context(partial: bool):
     ctx = _ocp().Context()
     ctx.pytree.loading.partial_load = partial
     return ctx
+
+
+def _release_freed_memory() -> None:
+    """Returns freed heap pages to the OS (glibc only; elsewhere a no-op).
+
+    TensorStore encodes chunks in buffers taken from glibc's heap arenas; after a save they are
+    free but stay resident, so without a trim each param's write leaves up to one more param's
+    worth of RSS behind (measured: +128 MiB per 128 MiB param, gone after `malloc_trim`).
+    """
+    global _LIBC
+    if _LIBC is None:
+        try:
+            import ctypes
+
+            _LIBC = ctypes.CDLL("libc.so.6")
+            _LIBC.malloc_trim  # noqa: B018  (raises AttributeError on a libc without it)
+        except (OSError, AttributeError):
+            _LIBC = False
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+
+
+_LIBC = None
 
 
 def _nest(flat: dict[Path, Any]) -> dict:
@@ -97,6 +123,7 @@ class ParamWriter:
         with _save_context():
             _ocp().partial.save(self.target, _nest({path: array}))
         self.written.append(path)
+        _release_freed_memory()
 
     def finalize(self) -> None:
         """Commits the pending partial checkpoint to `params/`."""
