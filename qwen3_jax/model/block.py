@@ -27,6 +27,7 @@ class DecoderLayer(nn.Module):
       kind: "dense" (SwiGLU MLP) or "moe" (sparse MoE block).
       dtype, param_dtype: compute and storage dtypes.
       moe_impl: expert computation for MoE layers (see `ops.moe.IMPLS`).
+      moe_capacity_factor: expert-parallel capacity of MoE layers (None = dropless; see `model.moe`).
       return_hidden: also output this layer's output hidden state.
     """
 
@@ -36,6 +37,7 @@ class DecoderLayer(nn.Module):
     param_dtype: Any = jnp.float32
     moe_impl: str = "auto"
     return_hidden: bool = False
+    moe_capacity_factor: float | None = None
 
     @nn.compact
     def __call__(self, x, cache, cos, sin, mask, write_at):
@@ -55,7 +57,8 @@ class DecoderLayer(nn.Module):
         h = RMSNorm(c.rms_norm_eps, "norm", self.param_dtype, name="post_attention_layernorm")(x)
         router_logits = None
         if self.kind == "moe":
-            m, router_logits = MoE(c, self.dtype, self.param_dtype, self.moe_impl, name="mlp")(h)
+            m, router_logits = MoE(c, self.dtype, self.param_dtype, self.moe_impl,
+                                   capacity_factor=self.moe_capacity_factor, name="mlp")(h)
         else:
             m = MLP(c.hidden_size, c.intermediate_size, self.dtype, self.param_dtype, name="mlp")(h)
         x = nn.with_logical_constraint(x + m, ("batch", "length", "act_embed"))

@@ -4,6 +4,13 @@ The router is a bias-free projection to E logits (in the activation dtype, as in
 routing itself (softmax in float32 over all experts, top-k, optional renormalisation) and the
 sorted grouped matmul live in `ops/moe.py`. The block returns its router logits too: the
 load-balancing loss needs them.
+
+Under a mesh with an `expert` axis of size > 1 (the context mesh of `mesh_context`), the expert
+computation runs expert-parallel (`ops/expert_parallel.py`: experts split over `expert`, tokens
+exchanged with all-to-all); otherwise the single-device path runs. Only the expert-parallel path
+has a capacity (`capacity_factor`, None = dropless); it reports the token copies it dropped by
+sowing `dropped_copies` and `routed_copies` (int32 scalars) into the "intermediates" collection,
+read them with `router_stats.collect_drops` after `apply(..., mutable=["intermediates"])`.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import jax.numpy as jnp
 
 from qwen3_jax.config import Qwen3Config
 from qwen3_jax.model.layers import Einsum, default_init
+from qwen3_jax.ops import expert_parallel as ep_ops
 from qwen3_jax.ops import moe as moe_ops
 
 
@@ -26,12 +34,17 @@ class MoE(nn.Module):
       cfg: the model config (num_experts, num_experts_per_tok, moe_intermediate_size, norm_topk_prob).
       dtype, param_dtype: compute and storage dtypes.
       impl: expert computation, see `ops.moe.IMPLS`.
+      capacity_factor: expert-parallel only: rows per destination device as a multiple of the
+        balanced load (None = dropless).
+      dispatch: expert-parallel token exchange, see `ops.expert_parallel.DISPATCHES`.
     """
 
     cfg: Qwen3Config
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     impl: str = "auto"
+    capacity_factor: float | None = None
+    dispatch: str = "auto"
 
     @nn.compact
     def __call__(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -43,11 +56,20 @@ class MoE(nn.Module):
                                dtype=self.dtype, param_dtype=self.param_dtype)(x)
 
         wg, wu, wd = _Experts(E, D, F, self.param_dtype, name="experts")()
+        xt = x.reshape(B * T, D).astype(self.dtype)
+        wg, wu, wd = wg.astype(self.dtype), wu.astype(self.dtype), wd.astype(self.dtype)
+        if ep_ops.expert_axis_size() > 1:
+            y, dropped = ep_ops.expert_parallel_moe(
+                xt, router_logits.reshape(B * T, E), wg, wu, wd, top_k=c.num_experts_per_tok,
+                norm_topk_prob=c.norm_topk_prob, capacity_factor=self.capacity_factor, impl=self.impl,
+                dispatch=self.dispatch)
+            self.sow("intermediates", "dropped_copies", dropped, reduce_fn=lambda _, v: v)
+            self.sow("intermediates", "routed_copies", jnp.int32(B * T * c.num_experts_per_tok),
+                     reduce_fn=lambda _, v: v)
+            return y.reshape(B, T, D), router_logits
         weights, ids = moe_ops.route(router_logits.reshape(B * T, E), c.num_experts_per_tok,
                                      c.norm_topk_prob, self.dtype)
-        y = moe_ops.sparse_moe(x.reshape(B * T, D).astype(self.dtype), weights, ids,
-                               wg.astype(self.dtype), wu.astype(self.dtype), wd.astype(self.dtype),
-                               impl=self.impl)
+        y = moe_ops.sparse_moe(xt, weights, ids, wg, wu, wd, impl=self.impl)
         return y.reshape(B, T, D), router_logits
 
 

@@ -71,6 +71,7 @@ class Qwen3(nn.Module):
       param_dtype: storage dtype of parameters.
       remat: rematerialisation policy of each layer, a key of REMAT_POLICIES.
       moe_impl: expert computation ("auto" picks per backend; see `ops.moe`).
+      moe_capacity_factor: capacity of expert-parallel MoE layers (None = dropless; see `model.moe`).
     """
 
     config: Qwen3Config
@@ -78,6 +79,7 @@ class Qwen3(nn.Module):
     param_dtype: Any = jnp.float32
     remat: str = "none"
     moe_impl: str = "auto"
+    moe_capacity_factor: float | None = None
 
     @nn.compact
     def __call__(self, input_ids, positions=None, attention_mask=None, cache=None, write_at=None,
@@ -124,12 +126,13 @@ class Qwen3(nn.Module):
                 layer_cls = nn.remat(DecoderLayer, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
             stack = nn.scan(
                 layer_cls,
-                variable_axes={"params": 0},
+                variable_axes={"params": 0, "intermediates": 0},  # per-layer sown MoE drop counts
                 split_rngs={"params": True},
                 in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
                 length=seg.length,
                 metadata_params={nn.PARTITION_NAME: "layers"},
-            )(c, seg.kind, self.dtype, self.param_dtype, self.moe_impl, return_hidden, name=seg.name)
+            )(c, seg.kind, self.dtype, self.param_dtype, self.moe_impl, return_hidden,
+              moe_capacity_factor=self.moe_capacity_factor, name=seg.name)
             seg_cache = None if cache is None else cache[seg.name]
             x, (seg_cache, seg_router, seg_hidden) = stack(x, seg_cache, cos, sin, mask, write_at)
             if cache is not None:
