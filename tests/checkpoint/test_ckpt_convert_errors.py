@@ -110,6 +110,11 @@ def test_existing_output_needs_force_and_is_replaced_only_when_complete(good, tm
     assert not [n for n in os.listdir(tmp_path) if n.startswith(".")]
 
 
+def test_a_mesh_larger_than_the_devices_is_refused(good, tmp_path, capsys):
+    err = _convert_fails(capsys, good, tmp_path / "out", "--mesh", "tensor=16")
+    assert "--mesh" in err and "16 devices" in err and not (tmp_path / "out").exists()
+
+
 def test_export_refuses_a_directory_that_is_not_ours(good, tmp_path, capsys):
     rc = main(["export", str(good), str(tmp_path / "out"), "--quiet"])
     err = capsys.readouterr().err

@@ -11,6 +11,7 @@ import torch
 
 from qwen3_jax.checkpoint.convert import convert
 from qwen3_jax.checkpoint.export import export
+from qwen3_jax.cli.main import main
 from ckpt_helpers import AUX, bits, hf_logits, make_hf_dir, read_all
 
 CASES = [("dense", "float32"), ("dense", "bfloat16"), ("moe", "float32"), ("moe", "bfloat16")]
@@ -21,8 +22,9 @@ def roundtrip(request, tmp_path_factory):
     kind, dtype = request.param
     root = tmp_path_factory.mktemp(f"{kind}-{dtype}")
     model = make_hf_dir(root / "hf", kind=kind, dtype=dtype, max_shard_size="200KB")
-    convert(root / "hf", root / "orbax", progress=False)
-    export(root / "orbax", root / "out", max_shard_size="300KB", progress=False)
+    # Through the command line, as users run it.
+    assert main(["convert", str(root / "hf"), str(root / "orbax"), "--quiet"]) == 0
+    assert main(["export", str(root / "orbax"), str(root / "out"), "--max-shard-size", "300KB", "--quiet"]) == 0
     return kind, dtype, model, root
 
 
@@ -78,3 +80,18 @@ def test_convert_to_bfloat16_rounds_like_torch(tmp_path):
     for name, t in src.items():
         assert out[name].dtype == torch.bfloat16
         assert torch.equal(bits(out[name]), bits(t.to(torch.bfloat16))), name
+
+
+def test_tied_embeddings_round_trip(tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    make_hf_dir(tmp_path / "hf", kind="dense", tie_word_embeddings=True)
+    convert(tmp_path / "hf", tmp_path / "orbax", progress=False)
+    export(tmp_path / "orbax", tmp_path / "out", progress=False)
+    src, out = read_all(tmp_path / "hf"), read_all(tmp_path / "out")
+    assert "lm_head.weight" not in out and sorted(out) == sorted(n for n in src if n != "lm_head.weight")
+    assert json.loads((tmp_path / "out" / "config.json").read_text())["tie_word_embeddings"] is True
+    assert not (tmp_path / "out" / "model.safetensors.index.json").exists()  # one file: no index
+    original = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    again = AutoModelForCausalLM.from_pretrained(tmp_path / "out").eval()
+    np.testing.assert_array_equal(hf_logits(again), hf_logits(original))
