@@ -58,6 +58,7 @@ def export(src: str | os.PathLike, dst: str | os.PathLike, dtype: Any = None,
         log(f"exporting {len(entries)} tensors ({total / 2**30:.2f} GiB) from {len(groups)} stacked params")
 
     def tensors(bar):
+        done = 0
         for path, ts in groups.items():
             shape, stored = saved[path]
             arr = orbax_io.restore_param(src, path, shape, stored)
@@ -65,6 +66,8 @@ def export(src: str | os.PathLike, dst: str | os.PathLike, dtype: Any = None,
                 x = np.asarray(to_hf(t.rule, arr[t.index], cfg)).astype(out_dtype[path], copy=False)
                 yield t.hf_name, x
                 bar.update(x.nbytes)
+                done += 1
+                bar.set_postfix_str(f"{done}/{len(entries)} tensors")
             del arr
 
     with staging.staged_directory(dst, force) as tmp:

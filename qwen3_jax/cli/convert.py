@@ -22,10 +22,11 @@ def add_arguments(p):
 def mesh_from_spec(spec):
     """Builds the mesh of `--mesh`, turning a bad spec or too few devices into a UserError."""
     from qwen3_jax.cli.main import UserError
-    from qwen3_jax.sharding.mesh import make_mesh
 
     if not spec:
         return None
+    from qwen3_jax.sharding.mesh import make_mesh
+
     try:
         return make_mesh(spec)
     except ValueError as e:
@@ -40,6 +41,6 @@ def run(args) -> int:
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr))
     out = convert(args.src, args.dst, dtype=args.dtype, mesh=mesh, force=args.force, progress=not args.quiet,
                   log=log)
-    print(f"wrote {out['output']} ({out['tensors']} tensors, {out['bytes'] / 2**30:.2f} GiB, "
+    print(f"wrote {out['output']} ({out['tensors']} tensors, {out['bytes'] / 2**20:.1f} MiB, "
           f"{out['params']} stacked params; copied {', '.join(out['copied']) or 'no tokenizer files'})")
     return 0

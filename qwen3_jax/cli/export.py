@@ -31,5 +31,5 @@ def run(args) -> int:
     out = export(args.src, args.dst, dtype=args.dtype, max_shard_size=max_bytes, force=args.force,
                  progress=not args.quiet, log=log)
     print(f"wrote {out['output']} ({out['tensors']} tensors in {len(out['files'])} files, "
-          f"{out['bytes'] / 2**30:.2f} GiB)")
+          f"{out['bytes'] / 2**20:.1f} MiB)")
     return 0
