@@ -46,16 +46,16 @@ def validate_source(src: str | os.PathLike) -> tuple[Qwen3Config, CheckpointRead
         raise FileNotFoundError(f"{src} is not a directory")
     cfg = Qwen3Config.from_json_file(os.path.join(src, "config.json"))
     reader = CheckpointReader(src)
-    problems = []
-    for fp in sorted(set(reader.where.values())):
+    problems, files = [], {}
+    for fp in sorted(set(reader.where.values())):  # headers only: cheap, and every bad file is named
         try:
-            reader._files[fp] = SafetensorsFile(fp)
+            files[fp] = SafetensorsFile(fp)
         except CheckpointError as e:
             problems.append(f"  {e}")
     if problems:
         raise CheckpointError(f"{src}: unreadable safetensors files ({len(problems)}):\n" + "\n".join(problems))
     for name, fp in reader.where.items():
-        if name not in reader._files[fp].entries:
+        if name not in files[fp].entries:
             problems.append(f"  {os.path.basename(fp)} lacks {name}, which the index lists")
     if problems:
         raise CheckpointError(f"{src}: index and files disagree ({len(problems)} problems):\n" + "\n".join(problems))

@@ -29,16 +29,32 @@ def _alive(pid: int) -> bool:
 
 
 def _remove_stale(parent: str, name: str) -> None:
-    """Deletes temp dirs of `name` whose writer process is gone (an earlier interrupted run)."""
-    for entry in os.listdir(parent):
+    """Cleans up after an earlier run of `name` whose process is gone.
+
+    Its temp dir is deleted. A `.old` dir means it died between moving the old output aside and
+    renaming the new one into place: the old output is put back (or deleted if a new one is there).
+    """
+    for entry in sorted(os.listdir(parent), key=lambda e: ".old-" not in e):  # restores first
         m = _TMP.match(entry)
-        if m and m.group("name") == name and not _alive(int(m.group("pid"))):
-            shutil.rmtree(os.path.join(parent, entry), ignore_errors=True)
+        if not m or m.group("name") != name or _alive(int(m.group("pid"))):
+            continue
+        path, dst = os.path.join(parent, entry), os.path.join(parent, name)
+        if ".old-" in entry and not os.path.lexists(dst):
+            os.rename(path, dst)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def check_output(dst: str | os.PathLike, force: bool) -> str:
-    """Raises FileExistsError unless `dst` is absent or `force` is set; returns its absolute path."""
+    """Raises FileExistsError unless `dst` is absent or `force` is set; returns its absolute path.
+
+    First cleans up after interrupted earlier runs (see `_remove_stale`), which may put a
+    previous output back in place.
+    """
     dst = os.path.abspath(os.fspath(dst))
+    parent, name = os.path.split(dst)
+    if os.path.isdir(parent):
+        _remove_stale(parent, name)
     if os.path.lexists(dst) and not force:
         raise FileExistsError(f"{dst} already exists; pass --force to replace it")
     if os.path.lexists(dst) and not os.path.isdir(dst):
@@ -60,7 +76,6 @@ def staged_directory(dst: str | os.PathLike, force: bool = False) -> Iterator[st
     dst = check_output(dst, force)
     parent, name = os.path.split(dst)
     os.makedirs(parent, exist_ok=True)
-    _remove_stale(parent, name)
     tmp = os.path.join(parent, f".{name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     os.mkdir(tmp)

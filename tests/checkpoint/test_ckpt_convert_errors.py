@@ -164,3 +164,14 @@ def test_sigkill_during_force_leaves_the_old_output_untouched(medium, good, tmp_
     assert _kill_mid_run(medium, out) == -signal.SIGKILL
     assert {f: (out / f).read_bytes() for f in os.listdir(out) if (out / f).is_file()} == before
     assert json.loads((out / "qwen3_config.json").read_text())["hidden_size"] == 64
+
+
+def test_a_run_killed_between_the_two_renames_gets_its_old_output_back(good, tmp_path, capsys):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    old = tmp_path / f".out.old-{dead.pid}"  # what --force leaves if killed after moving `out` aside
+    old.mkdir()
+    (old / "keep.txt").write_text("mine")
+    (tmp_path / f".out.tmp-{dead.pid}").mkdir()
+    assert "--force" in _convert_fails(capsys, good, tmp_path / "out")
+    assert os.listdir(tmp_path / "out") == ["keep.txt"] and os.listdir(tmp_path) == ["out"]
