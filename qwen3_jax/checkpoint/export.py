@@ -69,6 +69,7 @@ def export(src: str | os.PathLike, dst: str | os.PathLike, dtype: Any = None,
                 done += 1
                 bar.set_postfix_str(f"{done}/{len(entries)} tensors")
             del arr
+            orbax_io.release_freed_memory()
 
     with staging.staged_directory(dst, force) as tmp:
         bar = _progress(total, progress, "export")

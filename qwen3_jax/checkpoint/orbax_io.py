@@ -59,7 +59,7 @@ def _load_context(partial: bool):
     return ctx
 
 
-def _release_freed_memory() -> None:
+def release_freed_memory() -> None:
     """Returns freed heap pages to the OS (glibc only; elsewhere a no-op).
 
     TensorStore encodes chunks in buffers taken from glibc's heap arenas; after a save they are
@@ -123,7 +123,7 @@ class ParamWriter:
         with _save_context():
             _ocp().partial.save(self.target, _nest({path: array}))
         self.written.append(path)
-        _release_freed_memory()
+        release_freed_memory()
 
     def finalize(self) -> None:
         """Commits the pending partial checkpoint to `params/`."""
@@ -206,9 +206,11 @@ def restore(path: str | os.PathLike, mesh: Mesh | None = None, dtype: Any = None
 
 
 def restore_param(path: str | os.PathLike, param: Path, shape, dtype) -> np.ndarray:
-    """Reads one stored param onto the host (for export, which streams param by param)."""
-    one = SingleDeviceSharding(jax.devices()[0])
-    abstract = _nest({param: jax.ShapeDtypeStruct(tuple(shape), np.dtype(dtype), sharding=one)})
+    """Reads one stored param into host memory (for export, which streams param by param)."""
+    # A NumPy leaf as the target makes Orbax return NumPy, skipping a device copy; np.empty only
+    # reserves address space, so it costs no resident memory.
+    abstract = _nest({param: np.empty(tuple(shape), np.dtype(dtype))})
     with _load_context(partial=True):
         tree = _ocp().load(os.path.join(os.fspath(path), PARAMS_DIR), abstract)
+    release_freed_memory()
     return np.asarray(_flatten(tree)[param])

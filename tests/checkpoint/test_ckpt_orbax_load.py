@@ -7,9 +7,11 @@ import numpy as np
 import pytest
 
 import qwen3_jax
-from ckpt_helpers import IDS, hf_logits, make_hf_dir
+import torch
+from ckpt_helpers import IDS, bits, hf_logits, make_hf_dir, read_all
 from qwen3_jax.checkpoint import orbax_io
 from qwen3_jax.checkpoint.convert import convert
+from qwen3_jax.checkpoint.export import export
 from qwen3_jax.model.params import param_shardings
 from qwen3_jax.sharding.mesh import make_mesh
 
@@ -69,3 +71,7 @@ def test_convert_with_a_mesh_stores_the_same_values(converted, tmp_path):
     _, b = orbax_io.restore(tmp_path / "sharded", mesh=mesh)
     for (k, x), (_, y) in zip(sorted(_leaves(a).items()), sorted(_leaves(b).items())):
         np.testing.assert_array_equal(np.asarray(x), np.asarray(y), err_msg=k)
+    # Sharded arrays export like unsharded ones.
+    export(tmp_path / "sharded", tmp_path / "hf", progress=False)
+    src, out = read_all(root / "hf"), read_all(tmp_path / "hf")
+    assert sorted(src) == sorted(out) and all(torch.equal(bits(src[n]), bits(out[n])) for n in src)
