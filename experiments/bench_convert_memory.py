@@ -9,6 +9,8 @@ The same is done first for a tiny checkpoint, whose peak is the fixed cost of th
 The bound under test: peak <= 2 x largest stacked param + 1 GiB. A converter that held the
 whole model would exceed it (the full run's model is about 2.1 GB against a bound of about
 1.4 GiB), and the tighter check `peak - tiny peak <= 2 x largest` shows where the memory goes.
+Unless `--no-export`, the converted directory is then exported back to safetensors and that
+peak is recorded too (informational; no bound is asserted for it).
 
     python experiments/bench_convert_memory.py                # ~2.1 GB model, results in experiments/results
     python experiments/bench_convert_memory.py --size small   # ~0.66 GB, used by the slow test
@@ -57,11 +59,11 @@ def _rss(pid: int) -> int | None:
     return None
 
 
-def run_converter(src: str, dst: str, interval: float = 0.02) -> dict:
-    """Runs `qwen3-jax convert src dst` as a child; returns its RSS trace and peak."""
+def run_converter(src: str, dst: str, interval: float = 0.02, command: str = "convert") -> dict:
+    """Runs `qwen3-jax convert src dst` (or export) as a child; returns its RSS trace and peak."""
     env = dict(os.environ, JAX_PLATFORMS="cpu")
     t0 = time.time()
-    p = subprocess.Popen([sys.executable, "-m", "qwen3_jax.cli.main", "convert", src, dst, "--quiet"],
+    p = subprocess.Popen([sys.executable, "-m", "qwen3_jax.cli.main", command, src, dst, "--quiet"],
                          cwd=ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.PIPE)
     trace = []
     while p.poll() is None:
@@ -80,7 +82,7 @@ def run_converter(src: str, dst: str, interval: float = 0.02) -> dict:
             "wall_s": round(wall, 2), "trace": trace, "stdout": out.decode().strip()}
 
 
-def measure(size: str, workdir: str) -> dict:
+def measure(size: str, workdir: str, with_export: bool = False) -> dict:
     cfg = Qwen3Config(**SIZES[size], name=f"bench-{size}")
     src, dst = os.path.join(workdir, f"{size}-hf"), os.path.join(workdir, f"{size}-orbax")
     t0 = time.time()
@@ -89,6 +91,10 @@ def measure(size: str, workdir: str) -> dict:
     largest = max(4 * _prod(s) for s in param_shapes(cfg).values())
     res = run_converter(src, dst)
     shutil.rmtree(src, ignore_errors=True)
+    if with_export:  # the way back; ru_maxrss is cumulative by now, so its peak comes from polling
+        exp = run_converter(dst, os.path.join(workdir, f"{size}-export"), command="export")
+        res["export"] = {"peak_polled_bytes": exp["peak_polled_bytes"], "wall_s": exp["wall_s"]}
+        shutil.rmtree(os.path.join(workdir, f"{size}-export"), ignore_errors=True)
     shutil.rmtree(dst, ignore_errors=True)
     return {"size": size, "config": SIZES[size], "checkpoint_bytes": nbytes, "largest_param_bytes": largest,
             "generate_s": round(gen_s, 2), **res}
@@ -134,11 +140,12 @@ def main(argv=None) -> int:
                     help="directory for bench_convert_memory.{json,png}")
     ap.add_argument("--workdir", default=None, help="scratch directory (default: a temp dir)")
     ap.add_argument("--no-plot", action="store_true")
+    ap.add_argument("--no-export", action="store_true", help="skip measuring `qwen3-jax export` afterwards")
     args = ap.parse_args(argv)
     work = tempfile.mkdtemp(prefix="bench_convert_", dir=args.workdir)
     try:
         baseline = measure("tiny", work)
-        run = measure(args.size, work)
+        run = measure(args.size, work, with_export=not args.no_export)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     bound = 2 * run["largest_param_bytes"] + GiB
@@ -164,6 +171,9 @@ def main(argv=None) -> int:
           f"fixed cost {baseline['peak_rss_bytes'] / MiB:.0f} MiB, above it "
           f"{result['peak_over_fixed_cost_bytes'] / MiB:.0f} MiB vs 2 x largest "
           f"{2 * run['largest_param_bytes'] / MiB:.0f} MiB; convert took {run['wall_s']} s")
+    if "export" in run:
+        print(f"export back to safetensors: peak RSS {run['export']['peak_polled_bytes'] / MiB:.0f} MiB (polled), "
+              f"{run['export']['wall_s']} s")
     return 0 if result["within_bound"] else 1
 
 

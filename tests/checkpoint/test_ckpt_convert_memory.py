@@ -20,8 +20,9 @@ MiB = 2**20
 @pytest.mark.slow
 def test_peak_memory_of_a_600mb_conversion(tmp_path):
     script = os.path.join(ROOT, "experiments", "bench_convert_memory.py")
-    p = subprocess.run([sys.executable, script, "--size", "small", "--out", str(tmp_path), "--workdir",
-                        str(tmp_path), "--no-plot"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    cmd = [sys.executable, script, "--size", "small", "--out", str(tmp_path), "--workdir", str(tmp_path),
+           "--no-plot", "--no-export"]
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stdout + p.stderr
     r = json.loads((tmp_path / "bench_convert_memory.json").read_text())
     run, base = r["run"], r["baseline"]
