@@ -132,6 +132,7 @@ class ParamWriter:
 
 
 def write_config(directory: str | os.PathLike, cfg: Qwen3Config) -> None:
+    """Writes `cfg` as `qwen3_config.json` (our field names, so nothing is lost in translation)."""
     with open(os.path.join(os.fspath(directory), CONFIG_FILE), "w", encoding="utf-8") as f:
         json.dump(cfg.to_dict(), f, indent=2)
 

@@ -29,7 +29,8 @@ def test_peak_memory_of_a_600mb_conversion(tmp_path):
     largest = run["largest_param_bytes"]
     assert run["checkpoint_bytes"] > 550e6 and run["checkpoint_bytes"] >= 8 * largest
     assert run["peak_rss_bytes"] <= 2 * largest + 2**30 == r["bound_bytes"]
-    # Tighter, so that holding the whole model (+560 MiB) or one extra copy per param would fail:
+    # Tighter, so that holding the whole model (+630 MiB) or one extra copy per param would fail:
     # above the fixed cost of a tiny conversion, at most two stacked params (plus slack for noise).
     assert run["peak_rss_bytes"] - base["peak_rss_bytes"] <= 2 * largest + 48 * MiB, p.stdout
-    assert not [n for n in os.listdir(tmp_path) if n.startswith("bench_convert_") and not n.endswith(".json")], "scratch dir not removed"
+    scratch = [n for n in os.listdir(tmp_path) if n.startswith("bench_convert_") and not n.endswith(".json")]
+    assert not scratch, "scratch dir not removed"
