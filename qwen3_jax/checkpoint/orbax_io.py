@@ -8,8 +8,9 @@ Layout of a converted directory:
       tokenizer.json, ...     copied from the source, with generation_config.json
 
 `params/` is written with Orbax's partial save (`orbax.checkpoint.v1.partial`): each call adds
-one stacked parameter to a pending checkpoint and `finalize` commits it, so the writer never holds
-more than one parameter. The result is an ordinary PyTree checkpoint: `ocp.v1.load(ckpt/params,
+one stacked parameter to a pending checkpoint and `finalize` commits it, so the writer holds one
+parameter at a time (peak: that array plus TensorStore's chunk buffers for it, about twice its
+size; see experiments/bench_convert_memory.py). The result is an ordinary PyTree checkpoint: `ocp.v1.load(ckpt/params,
 abstract)` and the v0 `ocp.StandardCheckpointer().restore(ckpt/params/state, abstract)` both
 read it. Arrays are stored uncompressed (weights barely compress) in chunks of at most
 `CHUNK_BYTES`, so a device restoring onto a mesh reads its own slices, not whole tensors.
