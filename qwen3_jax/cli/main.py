@@ -61,4 +61,8 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main: as __main__ this file's UserError would be a second class,
+    # distinct from the one the subcommands raise.
+    from qwen3_jax.cli.main import main as _main
+
+    sys.exit(_main())

@@ -14,13 +14,15 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.sharding import Mesh, NamedSharding
 
 from qwen3_jax.config import Qwen3Config
 from qwen3_jax.model.transformer import Qwen3
 from qwen3_jax.sharding.rules import RULES, rules_for_mesh
 
-_DUMMY = jnp.zeros((1, 1), jnp.int32)
+# NumPy, not jnp: creating a JAX array at import would start the backends (and fix the device count).
+_DUMMY = np.zeros((1, 1), np.int32)
 
 
 def abstract_variables(cfg: Qwen3Config, param_dtype=jnp.float32):
