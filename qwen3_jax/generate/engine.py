@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from qwen3_jax.generate import loop
+from qwen3_jax.generate.forward import LAYOUTS
 from qwen3_jax.generate.sampling import Sampling, vocab_limit
 from qwen3_jax.model.params import mesh_context
 
@@ -144,12 +145,18 @@ class Engine:
     Attributes:
       model: the `qwen3_jax.Model`.
       max_cache_length: most cache slots a row may use (defaults to the model's context).
+      layout: "split" (per-layer copies of the layer weights, the fast decode on CPU; costs a second
+        copy of them) or "stacked" (the model's params as they are); see `forward.py`.
     """
 
-    def __init__(self, model, max_cache_length: int | None = None):
+    def __init__(self, model, max_cache_length: int | None = None, layout: str = "split"):
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}; expected one of {list(LAYOUTS)}")
         self.model = model
         ctx = model.config.max_position_embeddings
         self.max_cache_length = min(ctx, max_cache_length) if max_cache_length else ctx
+        self.fwd = LAYOUTS[layout](model.module)
+        self._params = None
         self._prefill = jax.jit(self._prefill_impl, static_argnums=(0, 1, 2))
         self._decode = jax.jit(self._decode_impl, static_argnums=(0,), donate_argnums=(2,))
 
@@ -163,24 +170,27 @@ class Engine:
         return eng
 
     # -------------------------------------------------------------- compiled parts
-    def _apply(self, params, ids, mask, cache, write_at, logits_at):
-        m = self.model
-        return m.module.apply({"params": params}, ids, attention_mask=mask, cache=cache, write_at=write_at,
-                              logits_at=logits_at)
+    @property
+    def params(self):
+        """The model's params in this engine's layout (prepared on first use)."""
+        if self._params is None or self._params[0] is not self.model.params:
+            with mesh_context(self.model.config, self.model.mesh):
+                self._params = (self.model.params, self.fwd.prepare(self.model.params))
+        return self._params[1]
 
     # Both are traced inside the caller's `mesh_context` (jax.set_mesh is entered outside jit), so
     # the model's logical constraints and the cache's see the mesh and the rules.
     def _prefill_impl(self, spec, cache_len, out_len, params, ids, lens, done, in_think, key, max_new, budget):
-        return loop.prefill(self._apply, self.model.config, self.model.dtype, spec, cache_len, out_len,
+        return loop.prefill(self.fwd, self.model.config.vocab_size, spec, cache_len, out_len,
                             params, ids, lens, done, in_think, key, max_new, budget)
 
     def _decode_impl(self, spec, params, state, stop_at):
-        return loop.decode(self._apply, spec, params, state, stop_at)
+        return loop.decode(self.fwd, spec, params, state, stop_at)
 
     def decode(self, spec, state, stop_at):
         """Runs the compiled decode loop on `state` (donated) until `stop_at` steps."""
         with mesh_context(self.model.config, self.model.mesh):
-            return self._decode(spec, self.model.params, state, stop_at)
+            return self._decode(spec, self.params, state, stop_at)
 
     # -------------------------------------------------------------- host side
     def _batch_multiple(self) -> int:
@@ -260,7 +270,7 @@ class Engine:
             end_think_id=thinking.end_think_id if thinking else -1)
         budget = np.int32(-1 if thinking is None else thinking.budget)
         with mesh_context(cfg, self.model.mesh):
-            state = self._prefill(spec, cache_len, out_len, self.model.params, ids, lens, done, in_think,
+            state = self._prefill(spec, cache_len, out_len, self.params, ids, lens, done, in_think,
                                   jax.random.key(sampling.seed), np.int32(max_new), budget)
         return Run(self, state, spec, rows, [len(p) for p in prompts])
 

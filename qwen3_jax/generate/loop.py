@@ -19,14 +19,10 @@ from __future__ import annotations
 
 import dataclasses
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from qwen3_jax.generate.sampling import Sampling, apply_penalties, next_tokens
-from qwen3_jax.model.transformer import init_cache
-
-CACHE_AXES = ("layers", "batch", "cache_length", "act_kv_heads", "head_dim")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +48,7 @@ class LoopSpec:
 
 
 # DecodeState keys (B rows, S cache slots, N output slots, V vocab):
-#   cache       {segment: {"k","v": [L, B, S, K, H]}}
+#   cache       the forward's cache layout (see forward.py), S slots per row
 #   tokens      [B, N] int32   generated ids (row b valid up to n[b])
 #   n           [B] int32      number generated so far
 #   last        [B] int32      last generated id (fed at the next step)
@@ -117,17 +113,22 @@ def pick(spec: LoopSpec, state: dict, logits: jax.Array, key: jax.Array) -> dict
     return s
 
 
-def _constrain_cache(cache):
-    return jax.tree.map(lambda c: nn.with_logical_constraint(c, CACHE_AXES), cache)
+def _pad_cache(fwd, cache, length: int):
+    def pad(c):
+        widths = [(0, 0)] * c.ndim
+        widths[fwd.seq_axis] = (0, length - c.shape[fwd.seq_axis])
+        return jnp.pad(c, widths)
+
+    return jax.tree.map(pad, cache)
 
 
-def prefill(apply_fn, config, dtype, spec: LoopSpec, cache_len: int, out_len: int, params, ids, lens,
+def prefill(fwd, vocab_size: int, spec: LoopSpec, cache_len: int, out_len: int, params, ids, lens,
             done, in_think, key, max_new, budget) -> dict:
     """Runs the prompts through the model, fills the cache and picks the first new token.
 
     Args:
-      apply_fn: `apply_fn(params, ids, mask, cache, write_at, logits_at) -> Output`.
-      config, dtype: model config and cache dtype.
+      fwd: the forward (`forward.Stacked` or `forward.Split`).
+      vocab_size: rows of the model's logits.
       spec: the loop spec.
       cache_len: S, cache slots per row (>= prompt bucket + max_new - 1).
       out_len: N, output slots per row.
@@ -147,9 +148,9 @@ def prefill(apply_fn, config, dtype, spec: LoopSpec, cache_len: int, out_len: in
     mask = jnp.arange(T)[None, :] < lens[:, None]
     # The prompt attends within a T-slot cache (attention cost T², not T·S), which is then padded
     # out to S slots for decoding.
-    out = apply_fn(params, ids, mask, init_cache(config, B, T, dtype), jnp.zeros((B,), jnp.int32), lens - 1)
-    cache = jax.tree.map(lambda c: jnp.pad(c, ((0, 0), (0, 0), (0, cache_len - T), (0, 0), (0, 0))), out.cache)
-    V = config.vocab_size
+    out = fwd.apply(params, ids, mask, fwd.init_cache(B, T), jnp.zeros((B,), jnp.int32), lens - 1)
+    cache = _pad_cache(fwd, out.cache, cache_len)
+    V = vocab_size
     use_pen = spec.sampling.uses_penalties
     pen_shape = (B, V) if use_pen else (B, 1)
     seen = jnp.zeros(pen_shape, bool)
@@ -157,7 +158,7 @@ def prefill(apply_fn, config, dtype, spec: LoopSpec, cache_len: int, out_len: in
         seen = _mark(seen, ids, mask)
     key, sub = jax.random.split(key)
     state = dict(
-        cache=_constrain_cache(cache), tokens=jnp.full((B, out_len), spec.pad_id, jnp.int32),
+        cache=fwd.constrain(cache), tokens=jnp.full((B, out_len), spec.pad_id, jnp.int32),
         n=jnp.zeros((B,), jnp.int32), last=jnp.full((B,), spec.pad_id, jnp.int32), pos=lens.astype(jnp.int32),
         done=done, in_think=in_think, think_count=jnp.zeros((B,), jnp.int32),
         forced_pos=jnp.full((B,), -1, jnp.int32), seen=seen, generated=jnp.zeros(pen_shape, bool),
@@ -166,29 +167,29 @@ def prefill(apply_fn, config, dtype, spec: LoopSpec, cache_len: int, out_len: in
     return pick(spec, state, out.logits[:, 0, :].astype(jnp.float32), sub)
 
 
-def decode(apply_fn, spec: LoopSpec, params, state: dict, stop_at) -> dict:
+def decode(fwd, spec: LoopSpec, params, state: dict, stop_at) -> dict:
     """Generates until every row is done or `state["step"]` reaches `stop_at`, on device.
 
     Args:
-      apply_fn: as for `prefill`.
+      fwd: as for `prefill`.
       spec: the loop spec.
-      params: model params.
+      params: model params (in the forward's layout).
       state: the decode state (donated).
       stop_at: int32 scalar; a streaming caller advances it a few steps per call.
 
     Returns:
       The advanced state.
     """
-    S = jax.tree.leaves(state["cache"])[0].shape[2]
+    S = jax.tree.leaves(state["cache"])[0].shape[fwd.seq_axis]
     slots = jnp.arange(S)[None, :]
 
     def cond(s):
         return (s["step"] < stop_at) & ~jnp.all(s["done"])
 
     def body(s):
-        out = apply_fn(params, s["last"][:, None], slots <= s["pos"][:, None], s["cache"], s["pos"], None)
+        out = fwd.apply(params, s["last"][:, None], slots <= s["pos"][:, None], s["cache"], s["pos"], None)
         key, sub = jax.random.split(s["key"])
-        s = dict(s, cache=_constrain_cache(out.cache), key=key)
+        s = dict(s, cache=fwd.constrain(out.cache), key=key)
         live = ~s["done"]
         s = pick(spec, s, out.logits[:, 0, :].astype(jnp.float32), sub)
         s["pos"] = s["pos"] + live.astype(jnp.int32)

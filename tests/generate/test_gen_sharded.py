@@ -27,15 +27,25 @@ def reference():
 
 
 @pytest.mark.skipif(jax.device_count() < 8, reason="needs 8 devices")
-@pytest.mark.parametrize("spec", ["data=2,tensor=4", "tensor=8"])
-def test_sharded_matches_single_device(spec, reference):
+@pytest.mark.parametrize("spec, layout", [("data=2,tensor=4", "split"), ("tensor=8", "split"),
+                                          ("data=2,tensor=4", "stacked")])
+def test_sharded_matches_single_device(spec, layout, reference):
     mesh = make_mesh(spec)
     model = Model(CFG, init_params(CFG, seed=2, mesh=mesh), mesh=mesh)
     k = model.params["layers"]["self_attn"]["k_proj"]["kernel"]
     assert len(k.sharding.device_set) == 8
-    engine = Engine(model)
+    engine = Engine(model, layout=layout)
     run = engine.start(PROMPTS, max_new_tokens=16, sampling=SAMPLING, stop_tokens=[])
-    cache = run.state["cache"]["layers"]["k"]
+    cache = run.state["cache"]["layers"]
+    cache = cache["k"] if layout == "stacked" else cache[0]["k"]
+    if layout == "split":  # the per-layer weight copies keep the params' sharding
+        def strip(spec):
+            spec = list(spec)
+            while spec and spec[-1] is None:
+                spec.pop()
+            return spec
+        split_spec = engine.params["layers"][0]["self_attn"]["k_proj"]["kernel"].sharding.spec
+        assert strip(split_spec) == strip(k.sharding.spec[1:])
     # the cache follows the logical rules: batch over data, KV heads over tensor when they divide
     spec_str = str(cache.sharding.spec)
     if spec == "tensor=8":
