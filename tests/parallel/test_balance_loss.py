@@ -13,8 +13,9 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import qwen3_jax
-from qwen3_jax.losses import (RouterStats, global_batch_balance_loss, load_balancing_loss, psum_router_stats,
-                              router_stats, sharded_balance_loss)
+import qwen3_jax.testing
+from qwen3_jax.losses import (RouterStats, balance_loss_term, global_batch_balance_loss, load_balancing_loss,
+                              psum_router_stats, router_stats, sharded_balance_loss)
 from qwen3_jax.router_stats import collect_drops, router_statistics
 
 L, B, T, E, K = 2, 8, 6, 8, 2
@@ -66,6 +67,9 @@ def test_whole_batch_loss_is_the_reference_formula():
     np.testing.assert_allclose(global_batch_balance_loss(router_stats(logits, K), per_layer=False), ref, rtol=1e-6)
     np.testing.assert_allclose(global_batch_balance_loss(router_stats(logits[:1], K)),
                                load_balancing_loss(logits[:1], K), rtol=1e-6)
+    cfg = qwen3_jax.Qwen3Config(**{**qwen3_jax.testing.SMALL_MOE, "router_aux_loss_coef": 0.01})
+    np.testing.assert_allclose(balance_loss_term(cfg, router_stats(logits, K)),
+                               0.01 * global_batch_balance_loss(router_stats(logits, K)), rtol=1e-6)
     mask = (jnp.arange(T) < 4)[None, :].repeat(B, 0)
     np.testing.assert_allclose(global_batch_balance_loss(router_stats(logits, K, mask), per_layer=False),
                                load_balancing_loss(logits, K, mask), rtol=1e-6)
