@@ -126,16 +126,13 @@ def main():
         # Work and traffic, recomputed from the routing exactly as the layer lays it out.
         C = capacity_per_destination(n, K, E, ep, cf)
         rows_computed = 0
-        for dev in range(ep):  # receiver dev: rows of its local experts that fit from every sender
-            for src in range(ep):
-                p = dispatch_plan(ids[src * n:(src + 1) * n], jnp.ones(n, bool), E, ep, C)
-                kept_e = np.asarray(p["sorted_e"])[np.asarray(p["keep"])]
-                per_local = np.bincount(kept_e[kept_e // El == dev] % El, minlength=El)
-                if src == 0:
-                    acc = per_local
-                else:
-                    acc = acc + per_local
-            rows_computed += tiled_rows(acc, ep_tm)
+        kept = []  # experts of the copies each sender actually sends
+        for src in range(ep):
+            p = dispatch_plan(ids[src * n:(src + 1) * n], jnp.ones(n, bool), E, ep, C)
+            kept.append(np.asarray(p["sorted_e"])[np.asarray(p["keep"])])
+        kept = np.concatenate(kept)
+        for dev in range(ep):  # receiver dev runs tiles over the rows of its local experts
+            rows_computed += tiled_rows(np.bincount(kept[kept // El == dev] % El, minlength=El), ep_tm)
         flops = rows_computed * flop_row
         sent = 2 * ep * (ep * C) * (bytes_row + 4)  # data and expert ids out, results back (ids only out)
         sent -= ep * (ep * C) * 4

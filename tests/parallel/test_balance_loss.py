@@ -9,7 +9,6 @@ form must differ.
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from jax.sharding import PartitionSpec as P
 
 import qwen3_jax
