@@ -85,7 +85,9 @@ def stream_reply(model, messages, printer: Printer, *, enable_thinking=True, thi
         return None
     dt = time.perf_counter() - t0
     u = result.usage
-    printer.note(f"[{'thinking' if result.thinking else 'non-thinking'}: {u.prompt_tokens} prompt, "
+    s = result.sampling
+    how = "greedy" if s.greedy else f"T={s.temperature:g} top_p={s.top_p:g} top_k={s.top_k} min_p={s.min_p:g}"
+    printer.note(f"[{'thinking' if result.thinking else 'non-thinking'} ({how}): {u.prompt_tokens} prompt, "
                  f"{u.reasoning_tokens} reasoning + {u.content_tokens} content tokens, {dt:.1f} s, "
                  f"{result.finish_reason}]")
     return result

@@ -52,7 +52,7 @@ def test_chat_reads_turns_from_stdin(checkpoint):
     r = _run("chat", "--model", checkpoint, "--max-new-tokens", "6", stdin="Hi\n/no_think\nHi again\n")
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("[answer]") == 2 or r.stdout.count("tokens") == 2
-    assert "[non-thinking mode]" in r.stdout and "non-thinking: " in r.stdout
+    assert "[non-thinking mode]" in r.stdout and "non-thinking (T=0.7 top_p=0.8 top_k=20" in r.stdout
 
 
 def test_bad_argument_is_one_line_without_traceback():
@@ -84,3 +84,13 @@ def test_prompt_too_long(capsys):
     assert main(["generate", "--model", "tiny-dense", "--prompt", "word " * 5000, "--max-new-tokens", "4"]) == 2
     err = capsys.readouterr().err
     assert "too many" in err and "context" in err
+
+
+def test_demo_runs_non_interactively():
+    env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
+    r = subprocess.run([sys.executable, "-m", "qwen3_jax.demo", "--max-new-tokens", "6"], capture_output=True,
+                       text=True, stdin=subprocess.DEVNULL, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "RANDOM weights" in r.stdout
+    assert "thinking (T=0.6 top_p=0.95 top_k=20" in r.stdout
+    assert "non-thinking (T=0.7 top_p=0.8 top_k=20" in r.stdout
