@@ -104,3 +104,24 @@ def test_prompt_too_long_is_refused(model):
         model.generate([[1] * n], max_new_tokens=4)
     with pytest.raises(ValueError, match=r"101 too many"):
         model.generate([[1] * (n + 100)], max_new_tokens=4)
+
+
+def test_prompt_lengths_share_compiled_programs(model):
+    engine = Engine(model)
+    engine.generate([[5] * 3], max_new_tokens=8, stop_tokens=[])
+    before = engine.compiled_programs()
+    for n in (4, 7, 11, 16):  # same 16-token bucket, same batch bucket
+        engine.generate([[5] * n], max_new_tokens=8, stop_tokens=[])
+    assert engine.compiled_programs() == before == 2
+
+
+def test_penalties_in_the_loop(model, tok):
+    prompt = tok.encode("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+    plain = model.generate([prompt], max_new_tokens=24, stop_tokens=[])[0]
+    assert len(set(plain)) < len(plain)  # the random model repeats itself greedily
+    out = model.generate([prompt], max_new_tokens=24, stop_tokens=[],
+                         sampling=Sampling(temperature=0, repetition_penalty=1e6))[0]
+    assert len(set(out)) == len(out) and not set(out) & set(prompt)
+    out = model.generate([prompt], max_new_tokens=24, stop_tokens=[],
+                         sampling=Sampling(temperature=0, presence_penalty=2.0))[0]
+    assert out != plain
