@@ -128,15 +128,6 @@ def dispatch_plan(ids: jax.Array, valid: jax.Array, num_experts: int, ep: int, c
     return dict(order=order, sorted_e=sorted_e, slot=slot, keep=keep, counts=counts, dropped=dropped)
 
 
-def _varying_axes(*arrays) -> tuple:
-    """Mesh axes over which any of `arrays` varies inside shard_map (empty outside it)."""
-    axes = set()
-    for a in arrays:
-        mat = getattr(jax.typeof(a), "manual_axis_type", None)
-        axes |= set(getattr(mat, "varying", ()) or ())
-    return tuple(sorted(axes))
-
-
 def _make_varying(arrays, axes):
     """Marks each array as varying over `axes` (no-op in the forward pass).
 
@@ -147,44 +138,9 @@ def _make_varying(arrays, axes):
     """
     out = []
     for a in arrays:
-        missing = tuple(ax for ax in axes if ax not in _varying_axes(a))
+        missing = tuple(ax for ax in axes if ax not in moe_ops.varying_axes(a))
         out.append(jax.lax.pcast(a, missing, to="varying") if missing else a)
     return out
-
-
-def _grouped_ffn_tiled(xs, sorted_e, sizes, wg, wu, wd, tm: int | None = None):
-    """`ops.moe.grouped_ffn_tiled` for use inside `shard_map`.
-
-    Same tile layout and skipping; only the skipped-tile branch differs: its zeros are marked as
-    varying over the same mesh axes as the computed tile (`lax.pcast`), which `lax.cond` requires
-    under shard_map's varying-axes check.
-    """
-    M, D = xs.shape
-    E = wg.shape[0]
-    tm = tm or moe_ops._tile_rows(M, E)
-    padded = (sizes + tm - 1) // tm * tm
-    pad_end = jnp.cumsum(padded)
-    pad_start = pad_end - padded
-    group_start = jnp.cumsum(sizes) - sizes
-    dest = pad_start[sorted_e] + jnp.arange(M, dtype=jnp.int32) - group_start[sorted_e]
-    num_tiles = -(-M // tm) + min(E, M)
-    xp = jnp.zeros((num_tiles * tm, D), xs.dtype).at[dest].set(xs).reshape(num_tiles, tm, D)
-    tile_start = jnp.arange(num_tiles, dtype=jnp.int32) * tm
-    tile_e = jnp.minimum(jnp.searchsorted(pad_end, tile_start, side="right"), E - 1).astype(jnp.int32)
-    tile_used = tile_start < pad_end[-1]
-    vma = _varying_axes(xs, wg, wu, wd)
-
-    def one_tile(args):
-        xt, e, used = args
-
-        def skip():
-            z = jnp.zeros((tm, wd.shape[-1]), xs.dtype)
-            return jax.lax.pcast(z, vma, to="varying") if vma else z
-
-        return jax.lax.cond(used, lambda: moe_ops._swiglu(xt, wg[e], wu[e], wd[e]).astype(xs.dtype), skip)
-
-    yp = jax.lax.map(one_tile, (xp, tile_e, tile_used)).reshape(num_tiles * tm, -1)
-    return yp[dest]
 
 
 def local_expert_ffn(rows: jax.Array, row_e: jax.Array, wg, wu, wd, impl: str, tm: int | None = None):
@@ -200,7 +156,7 @@ def local_expert_ffn(rows: jax.Array, row_e: jax.Array, wg, wu, wd, impl: str, t
     M = rows.shape[0]
     El = wg.shape[0]
     used = row_e < El
-    rows, wg, wu, wd = _make_varying((rows, wg, wu, wd), _varying_axes(rows, wg, wu, wd))
+    rows, wg, wu, wd = _make_varying((rows, wg, wu, wd), moe_ops.varying_axes(rows, wg, wu, wd))
     if impl == "dense":
         outs = jax.vmap(lambda g, u, d: moe_ops._swiglu(rows, g, u, d))(wg, wu, wd)  # [E_l, M, D]
         pick = jax.nn.one_hot(row_e, El, dtype=rows.dtype)  # empty rows pick nothing
@@ -212,7 +168,7 @@ def local_expert_ffn(rows: jax.Array, row_e: jax.Array, wg, wu, wd, impl: str, t
     if impl == "tiled":
         # Empty rows are clipped to the last expert but lie past every group (sizes excludes them),
         # so they land in padding or in tiles that are skipped; their outputs are masked below.
-        ys = _grouped_ffn_tiled(xs, jnp.minimum(sorted_e, El - 1), sizes, wg, wu, wd, tm=tm)
+        ys = moe_ops.grouped_ffn_tiled(xs, jnp.minimum(sorted_e, El - 1), sizes, wg, wu, wd, tm=tm)
     elif impl == "ragged":
         ys = moe_ops.grouped_ffn_ragged(xs, sizes, wg, wu, wd)
     else:

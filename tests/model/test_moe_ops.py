@@ -79,12 +79,26 @@ def test_unknown_impl_is_refused():
         moe_ops.sparse_moe(*_problem(), impl="fast")
 
 
+def _all_eqns(jaxpr):
+    for q in jaxpr.eqns:
+        yield q
+        for v in q.params.values():
+            inner = getattr(v, "jaxpr", None)
+            if inner is not None and hasattr(inner, "eqns"):
+                yield from _all_eqns(inner)
+
+
 def test_sparse_path_does_not_compute_every_expert():
     """The tiled path's matmul rows scale with N*k, not N*E: read the tile loop off the jaxpr."""
     n, d, f, e, k = 512, 64, 32, 64, 2
     args = _problem(n=n, d=d, f=f, e=e, k=k)
     jaxpr = jax.make_jaxpr(lambda *a: moe_ops.sparse_moe(*a, impl="tiled"))(*args).jaxpr
-    (loop,) = [q for q in jaxpr.eqns if q.primitive.name == "scan"]
+    # the tile loop: the scan whose first scanned input is [tiles, tm, D] token rows
+    def first_xs(q):
+        i = q.params["num_consts"] + q.params["num_carry"]
+        return q.invars[i].aval.shape if i < len(q.invars) else ()
+
+    (loop,) = [q for q in _all_eqns(jaxpr) if q.primitive.name == "scan" and len(first_xs(q)) == 3]
     tiles = loop.params["length"]
     first_x = loop.params["num_consts"] + loop.params["num_carry"]
     tm, width = loop.params["jaxpr"].jaxpr.invars[first_x].aval.shape  # one tile of token rows [tm, D]
