@@ -15,7 +15,8 @@ from qwen3_jax.api import Model, load
 from qwen3_jax.config import ConfigError, Qwen3Config, RopeScaling
 from qwen3_jax.generate.sampling import GREEDY, NON_THINKING, THINKING, Sampling
 from qwen3_jax.checkpoint.safetensors_io import CheckpointError
-from qwen3_jax.losses import load_balancing_loss
+from qwen3_jax.losses import RouterStats, global_batch_balance_loss, load_balancing_loss, router_stats
+from qwen3_jax.router_stats import router_statistics
 from qwen3_jax.model.params import init_params, param_count
 from qwen3_jax.model.transformer import Output, Qwen3, init_cache
 from qwen3_jax.presets import PRESETS, get_preset
@@ -24,6 +25,8 @@ from qwen3_jax.text import chat
 from qwen3_jax.text.tokenizer import Tokenizer
 
 __all__ = [
-    "CheckpointError", "ConfigError", "GREEDY", "Model", "NON_THINKING", "Sampling", "THINKING", "Output", "PRESETS", "Qwen3", "Qwen3Config", "RopeScaling",
-    "Tokenizer", "chat", "get_preset", "init_cache", "init_params", "load", "load_balancing_loss", "make_mesh", "param_count",
+    "CheckpointError", "ConfigError", "GREEDY", "Model", "NON_THINKING", "Output", "PRESETS",
+    "Qwen3", "Qwen3Config", "RopeScaling", "RouterStats", "Sampling", "THINKING", "Tokenizer",
+    "chat", "get_preset", "global_batch_balance_loss", "init_cache", "init_params", "load",
+    "load_balancing_loss", "make_mesh", "param_count", "router_statistics", "router_stats",
 ]

@@ -44,12 +44,13 @@ class Model:
     """
 
     def __init__(self, config: Qwen3Config, params, *, dtype=jnp.float32, mesh: Mesh | None = None,
-                 moe_impl: str = "auto", remat: str = "none"):
+                 moe_impl: str = "auto", remat: str = "none", moe_capacity_factor: float | None = None):
         self.config = config
         self.params = params
         self.mesh = mesh
         self.dtype = _dtype(dtype)
-        self.module = Qwen3(config, dtype=self.dtype, param_dtype=self.dtype, remat=remat, moe_impl=moe_impl)
+        self.module = Qwen3(config, dtype=self.dtype, param_dtype=self.dtype, remat=remat, moe_impl=moe_impl,
+                            moe_capacity_factor=moe_capacity_factor)
         self._forward = jax.jit(self._apply, static_argnames=("return_hidden",))
 
     def _apply(self, params, input_ids, attention_mask, positions, return_hidden=False) -> Output:
@@ -126,7 +127,7 @@ def _checkpoint_dtype(path: str) -> Any:
 
 
 def load(path: str | os.PathLike, dtype: Any = "auto", *, mesh: Mesh | None = None, seed: int = 0,
-         moe_impl: str = "auto", remat: str = "none") -> Model:
+         moe_impl: str = "auto", remat: str = "none", moe_capacity_factor: float | None = None) -> Model:
     """Loads a model.
 
     Args:
@@ -138,27 +139,29 @@ def load(path: str | os.PathLike, dtype: Any = "auto", *, mesh: Mesh | None = No
       seed: seed of the random weights of a preset.
       moe_impl: expert computation ("auto", "tiled", "ragged", "dense").
       remat: rematerialisation policy for training.
+      moe_capacity_factor: expert-parallel capacity (None = dropless; see `model.moe`).
     """
     path = os.fspath(path)
+    opts = dict(mesh=mesh, moe_impl=moe_impl, remat=remat, moe_capacity_factor=moe_capacity_factor)
     from qwen3_jax.checkpoint import orbax_io
 
     if orbax_io.is_orbax_dir(path):  # written by `qwen3-jax convert`: restored straight into the mesh layout
         cfg, params = orbax_io.restore(path, mesh=mesh, dtype=None if dtype == "auto" else jnp.dtype(_dtype(dtype)))
         dt = params["embed_tokens"]["embedding"].dtype if dtype == "auto" else _dtype(dtype)
-        return Model(cfg, params, dtype=dt, mesh=mesh, moe_impl=moe_impl, remat=remat)
+        return Model(cfg, params, dtype=dt, **opts)
     if os.path.isdir(path):
         if not os.path.exists(os.path.join(path, "config.json")):
             raise FileNotFoundError(f"{path} is a directory but holds no config.json (not a HF checkpoint)")
         cfg = Qwen3Config.from_json_file(os.path.join(path, "config.json"))
         dt = _checkpoint_dtype(path) if dtype == "auto" else _dtype(dtype)
-        params = jax.tree.map(jnp.asarray, load_hf_params(path, cfg, dtype=jnp.dtype(dt)))
-        if mesh is not None:
-            params = shard_params(params, cfg, mesh)
-        return Model(cfg, params, dtype=dt, mesh=mesh, moe_impl=moe_impl, remat=remat)
+        host = load_hf_params(path, cfg, dtype=jnp.dtype(dt))
+        # With a mesh, each device receives only its slice of the host arrays.
+        params = jax.tree.map(jnp.asarray, host) if mesh is None else shard_params(host, cfg, mesh)
+        return Model(cfg, params, dtype=dt, **opts)
     try:
         cfg = get_preset(path)
     except KeyError:
         raise FileNotFoundError(
             f"{path!r} is neither a checkpoint directory nor a preset (presets: {', '.join(PRESETS)})") from None
     dt = jnp.float32 if dtype == "auto" else _dtype(dtype)
-    return Model(cfg, init_params(cfg, seed, dt, mesh), dtype=dt, mesh=mesh, moe_impl=moe_impl, remat=remat)
+    return Model(cfg, init_params(cfg, seed, dt, mesh), dtype=dt, **opts)
