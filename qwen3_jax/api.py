@@ -43,13 +43,20 @@ class Model:
       mesh: the mesh params live on, or None for one device.
     """
 
-    def __init__(self, config: Qwen3Config, params, *, dtype=jnp.float32, mesh: Mesh | None = None,
+    def __init__(self, config: Qwen3Config, params, *, dtype=jnp.float32, param_dtype=None, mesh: Mesh | None = None,
                  moe_impl: str = "auto", remat: str = "none", moe_capacity_factor: float | None = None):
+        """Args:
+          config, params: the architecture and a matching param tree.
+          dtype: compute dtype; param_dtype: storage dtype of the params (default: `dtype`), e.g.
+            float32 params with bfloat16 compute for mixed-precision training.
+          mesh, moe_impl, remat, moe_capacity_factor: see `load`.
+        """
         self.config = config
         self.params = params
         self.mesh = mesh
         self.dtype = _dtype(dtype)
-        self.module = Qwen3(config, dtype=self.dtype, param_dtype=self.dtype, remat=remat, moe_impl=moe_impl,
+        self.param_dtype = self.dtype if param_dtype is None else _dtype(param_dtype)
+        self.module = Qwen3(config, dtype=self.dtype, param_dtype=self.param_dtype, remat=remat, moe_impl=moe_impl,
                             moe_capacity_factor=moe_capacity_factor)
         self._forward = jax.jit(self._apply, static_argnames=("return_hidden",))
 

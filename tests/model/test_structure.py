@@ -105,3 +105,13 @@ def test_mixed_layer_kinds_get_one_stack_per_run():
 def test_unknown_remat_policy_is_refused():
     with pytest.raises(ValueError, match="unknown remat policy 'some'"):
         Qwen3(SMALL_MOE, remat="some").init(jax.random.key(0), jnp.zeros((1, 2), jnp.int32))
+
+
+def test_float32_params_with_bfloat16_compute():
+    params = qwen3_jax.init_params(SMALL_MOE, seed=2)  # float32 storage
+    ref = qwen3_jax.Model(SMALL_MOE, params).logits(IDS)
+    mixed = qwen3_jax.Model(SMALL_MOE, params, dtype="bfloat16", param_dtype="float32")
+    out = mixed(IDS)
+    assert out.logits.dtype == jnp.bfloat16 and mixed.module.param_dtype == jnp.float32
+    rel = np.linalg.norm(np.asarray(out.logits, np.float32) - np.asarray(ref)) / np.linalg.norm(np.asarray(ref))
+    assert rel < 2e-2, rel
