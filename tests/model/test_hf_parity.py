@@ -34,13 +34,21 @@ def _ids(batch=3, length=11, vocab=256, seed=0):
     return np.random.RandomState(seed).randint(0, vocab, (batch, length))
 
 
+def _write_case(name, tmp_path_factory):
+    spec = dict(CASES[name])
+    kind = spec.pop("kind")
+    path = tmp_path_factory.mktemp(name)
+    return name, path, write_hf_checkpoint(path, kind=kind, seed=1, **spec)
+
+
 @pytest.fixture(scope="module", params=list(CASES))
 def case(request, tmp_path_factory):
-    spec = dict(CASES[request.param])
-    kind = spec.pop("kind")
-    path = tmp_path_factory.mktemp(request.param)
-    hf = write_hf_checkpoint(path, kind=kind, seed=1, **spec)
-    return request.param, path, hf
+    return _write_case(request.param, tmp_path_factory)
+
+
+@pytest.fixture(scope="module", params=[n for n in CASES if CASES[n]["kind"] == "moe"])
+def moe_case(request, tmp_path_factory):
+    return _write_case(request.param, tmp_path_factory)
 
 
 def _hf_forward(hf, ids, mask=None, positions=None):
@@ -90,10 +98,8 @@ def test_explicit_positions(case):
                                atol=1e-4, rtol=0)
 
 
-def test_moe_router_logits_and_aux_loss(case):
-    name, path, hf = case
-    if not name.startswith("moe"):
-        pytest.skip("dense model has no router")
+def test_moe_router_logits_and_aux_loss(moe_case):
+    name, path, hf = moe_case
     model = qwen3_jax.load(path, dtype="float32")
     ids = _ids(seed=4)
     mask = np.ones_like(ids)
