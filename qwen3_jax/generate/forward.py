@@ -14,10 +14,11 @@ in place. The price is a second copy of the layer weights held by the engine.
 over N*H (a reshape of the kernel, free in its row-major layout): given the two contracting axes,
 XLA:CPU otherwise transposes the [N, H, D] kernel into a fresh buffer at every decode step.
 
-With `transposed=True` (the default for bfloat16 params) `Split` stores every projection kernel as
-a 2-D [out, in] copy ("kernel_t") and multiplies by its transpose: XLA:CPU's bfloat16
-vector-matrix product is fast only when it contracts the weight's minor axis (measured on this
-machine: ~26 GB/s against ~0.9 GB/s for the [in, out] layout at batch 1).
+`transposed=True` stores every projection kernel as a 2-D [out, in] copy ("kernel_t") and
+multiplies by its transpose. In isolation XLA:CPU's bfloat16 vector-matrix product is fast only in
+that orientation (~26 GB/s against ~0.9 GB/s at batch 1 on this machine), but inside the decode
+loop XLA converts bfloat16 dots to float32 and hoists the converted weights out of the loop, so
+neither orientation reads bfloat16 weights there; it is off by default.
 
 Both produce the same numbers up to float summation order: they apply the same modules to the
 same values.
@@ -96,15 +97,13 @@ class Split(Stacked):
     """Per-layer params and cache, layer loop unrolled (see the module docstring).
 
     Attributes:
-      transposed: keep projection kernels as [out, in] copies (default: for 16-bit params).
+      transposed: keep projection kernels as [out, in] copies (see the module docstring).
     """
 
     seq_axis = 1
 
-    def __init__(self, module, transposed: bool | None = None):
+    def __init__(self, module, transposed: bool = False):
         super().__init__(module)
-        if transposed is None:
-            transposed = jnp.dtype(module.param_dtype).itemsize == 2
         self.transposed = transposed
 
     def prepare(self, params):
@@ -170,18 +169,19 @@ def _projection_as_matmul(next_fun, args, kwargs, context):
     if not (isinstance(mod, Einsum) and context.method_name == "__call__"):
         return next_fun(*args, **kwargs)
     x = args[0]
+    # Plain 2-D products ([B*T, in] x [in, out]) are the shapes XLA:CPU hands to its fast kernels.
     if mod.has_variable("params", "kernel_t"):
         wt = mod.get_variable("params", "kernel_t")  # [out, in]
         n_in = _PROJECTIONS[mod.name]
-        x2 = x.reshape(*x.shape[:2], wt.shape[1]).astype(mod.dtype)
-        y = jnp.einsum("BTI,OI->BTO", x2, wt.astype(mod.dtype))
+        x2 = x.reshape(-1, wt.shape[1]).astype(mod.dtype)
+        y = jnp.dot(x2, wt.astype(mod.dtype).T)
         return y.reshape(*x.shape[:2], *mod.shape[n_in:])
     if mod.name != "o_proj":
         return next_fun(*args, **kwargs)
     kernel = mod.get_variable("params", "kernel")
     N, H, D = kernel.shape
-    return jnp.einsum("BTF,FD->BTD", x.reshape(*x.shape[:2], N * H).astype(mod.dtype),
-                      kernel.reshape(N * H, D).astype(mod.dtype))
+    y = jnp.dot(x.reshape(-1, N * H).astype(mod.dtype), kernel.reshape(N * H, D).astype(mod.dtype))
+    return y.reshape(*x.shape[:2], D)
 
 
 LAYOUTS = {"stacked": Stacked, "split": Split}

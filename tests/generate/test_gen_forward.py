@@ -9,7 +9,7 @@ import qwen3_jax
 from qwen3_jax.generate.forward import Split, Stacked
 
 
-@pytest.mark.parametrize("dtype, tol", [("float32", 1e-5), ("bfloat16", 2e-2)])
+@pytest.mark.parametrize("dtype, tol", [("bfloat16", 2e-2)])  # float32 is covered by the HF parity tests
 def test_split_transposed_matches_stacked(dtype, tol):
     model = qwen3_jax.load("tiny-moe", dtype)  # untied: the LM head goes through the projection path too
     ids = jnp.asarray(np.random.default_rng(0).integers(0, 150_000, (2, 7)), jnp.int32)
