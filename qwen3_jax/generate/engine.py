@@ -146,10 +146,13 @@ class Engine:
       model: the `qwen3_jax.Model`.
       max_cache_length: most cache slots a row may use (defaults to the model's context).
       layout: "split" (per-layer copies of the layer weights, the fast decode on CPU; costs a second
-        copy of them) or "stacked" (the model's params as they are); see `forward.py`.
+        copy of them), "stacked" (the model's params as they are; see `forward.py`), or "auto":
+        split on CPU only, so accelerators never hold the weights twice.
     """
 
-    def __init__(self, model, max_cache_length: int | None = None, layout: str = "split"):
+    def __init__(self, model, max_cache_length: int | None = None, layout: str = "auto"):
+        if layout == "auto":
+            layout = "split" if jax.default_backend() == "cpu" else "stacked"
         if layout not in LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}; expected one of {list(LAYOUTS)}")
         self.model = model
