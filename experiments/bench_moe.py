@@ -167,8 +167,7 @@ def plot(results, path):
     fb = [v[k].get("forward_backward_s", 0) * 1e3 for k in names]
     axes[0].barh(names, fb, color="tab:orange", label="forward+backward")
     axes[0].barh(names, [v[k]["forward_s"] * 1e3 for k in names], color="tab:blue", label="forward")
-    axes[0].set_xscale("log")
-    axes[0].set_xlabel("ms per step (log)")
+    axes[0].set_xlabel("ms per step")
     axes[0].legend()
     axes[1].barh(names, [v[k]["flop_ratio_to_ideal"] for k in names], color="tab:green")
     axes[1].axvline(1.0, color="k", lw=0.8)
