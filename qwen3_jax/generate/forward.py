@@ -35,9 +35,7 @@ import jax.numpy as jnp
 from qwen3_jax.config import layer_segments
 from qwen3_jax.model.block import DecoderLayer
 from qwen3_jax.model.layers import Einsum, Embed, RMSNorm
-from qwen3_jax.model.rope import rope_cos_sin, rope_frequencies
-from qwen3_jax.model.transformer import Output, init_cache
-from qwen3_jax.ops.attention import causal_mask
+from qwen3_jax.model.transformer import Output, attention_inputs, init_cache
 
 STACKED_CACHE_AXES = ("layers", "batch", "cache_length", "act_kv_heads", "head_dim")
 LAYER_CACHE_AXES = ("batch", "cache_length", "act_kv_heads", "head_dim")
@@ -131,14 +129,10 @@ class Split(Stacked):
         """The same computation as `Qwen3.__call__` with a cache, over split params."""
         m = self.module
         c, dt, pdt = m.config, m.dtype, m.param_dtype
-        T = ids.shape[1]
-        q_slots = write_at.astype(jnp.int32)[:, None] + jnp.arange(T, dtype=jnp.int32)[None, :]
-        attn_mask = causal_mask(q_slots, mask.astype(bool))
+        cos, sin, attn_mask = attention_inputs(c, ids.shape, dt, None, mask, True, write_at)
         embed = Embed(c.vocab_size, c.hidden_size, dt, pdt)
         x = embed.apply({"params": params["embed_tokens"]}, ids)
         x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
-        inv_freq, att_factor = rope_frequencies(c)
-        cos, sin = rope_cos_sin(q_slots, inv_freq, att_factor, dt)
         new_cache = {}
         for seg in layer_segments(c):
             layer = DecoderLayer(c, seg.kind, dt, pdt, m.moe_impl,

@@ -99,24 +99,10 @@ class Qwen3(nn.Module):
         c = self.config
         if self.remat not in REMAT_POLICIES:
             raise ValueError(f"unknown remat policy {self.remat!r}; expected one of {list(REMAT_POLICIES)}")
-        B, T = input_ids.shape
-        steps = jnp.arange(T, dtype=jnp.int32)[None, :]
-        if cache is None:
-            q_slots = jnp.broadcast_to(steps, (B, T))
-            kv_valid = jnp.ones((B, T), bool) if attention_mask is None else attention_mask.astype(bool)
-        else:
-            if write_at is None or attention_mask is None:
-                raise ValueError("a cached call needs write_at [B] and attention_mask [B, S] (valid cache slots)")
-            q_slots = write_at.astype(jnp.int32)[:, None] + steps
-            kv_valid = attention_mask.astype(bool)
-        if positions is None:
-            positions = q_slots
-        mask = causal_mask(q_slots, kv_valid, segment_ids)
-
+        cos, sin, mask = attention_inputs(c, input_ids.shape, self.dtype, positions, attention_mask, cache is not None,
+                                          write_at, segment_ids)
         embed = Embed(c.vocab_size, c.hidden_size, self.dtype, self.param_dtype, name="embed_tokens")
         x = nn.with_logical_constraint(embed(input_ids), ("batch", "length", "act_embed"))
-        inv_freq, att_factor = rope_frequencies(c)
-        cos, sin = rope_cos_sin(positions, inv_freq, att_factor, self.dtype)
 
         hidden = [x] if return_hidden else None
         router_logits, new_cache = [], {} if cache is not None else None
@@ -159,6 +145,36 @@ class Qwen3(nn.Module):
             router_logits=jnp.concatenate(router_logits, axis=0) if router_logits else None,
             hidden_states=hidden,
         )
+
+
+def attention_inputs(config: Qwen3Config, shape: tuple[int, int], dtype, positions=None, attention_mask=None,
+                     cached: bool = False, write_at=None, segment_ids=None):
+    """RoPE tables and the attention mask shared by every layer of one call.
+
+    Args:
+      config: the model config (RoPE settings).
+      shape: (B, T) of the call's token ids.
+      dtype: compute dtype of cos/sin.
+      positions, attention_mask, write_at, segment_ids: as in `Qwen3.__call__`.
+      cached: whether the call reads and writes a KV cache.
+
+    Returns:
+      cos, sin [B, T, H] and the boolean mask [B, T, S].
+    """
+    B, T = shape
+    steps = jnp.arange(T, dtype=jnp.int32)[None, :]
+    if not cached:
+        q_slots = jnp.broadcast_to(steps, (B, T))
+        kv_valid = jnp.ones((B, T), bool) if attention_mask is None else attention_mask.astype(bool)
+    else:
+        if write_at is None or attention_mask is None:
+            raise ValueError("a cached call needs write_at [B] and attention_mask [B, S] (valid cache slots)")
+        q_slots = write_at.astype(jnp.int32)[:, None] + steps
+        kv_valid = attention_mask.astype(bool)
+    positions = q_slots if positions is None else positions
+    inv_freq, att_factor = rope_frequencies(config)
+    cos, sin = rope_cos_sin(positions, inv_freq, att_factor, dtype)
+    return cos, sin, causal_mask(q_slots, kv_valid, segment_ids)
 
 
 def init_cache(config: Qwen3Config, batch: int, length: int, dtype=jnp.bfloat16) -> dict:
