@@ -158,7 +158,12 @@ class Engine:
         self.model = model
         ctx = model.config.max_position_embeddings
         self.max_cache_length = min(ctx, max_cache_length) if max_cache_length else ctx
-        self.fwd = LAYOUTS[layout](model.module)
+        if layout == "split":
+            # q/k/v and gate/up as one product each, except under a mesh (see forward.py).
+            single = model.mesh is None or model.mesh.devices.size == 1
+            self.fwd = LAYOUTS[layout](model.module, fuse=single)
+        else:
+            self.fwd = LAYOUTS[layout](model.module)
         self._params = None
         self._prefill = jax.jit(self._prefill_impl, static_argnums=(0, 1, 2))
         self._decode = jax.jit(self._decode_impl, static_argnums=(0,), donate_argnums=(2,))

@@ -1,27 +1,35 @@
 """The model forward pass as the decode loop calls it, in two parameter layouts.
 
-`Stacked` calls the model as it is: layers scanned over params stacked [L, ...] and a cache
-[L, B, S, K, H]. Inside a decode loop that costs memory traffic on XLA:CPU: every step slices each
-layer's weights out of the stack (a copy written and read again before the matmul) and rebuilds
-the stacked cache.
+`Stacked` calls the model as it is: layers scanned over params stacked [L, ...] and a cache of
+keys [L, B, K, S, H] and values [L, B, K, H, S]. Inside a decode loop that costs memory traffic on
+XLA:CPU: every step slices each layer's weights out of the stack (a copy written and read again
+before the matmul) and rebuilds the stacked cache.
 
-`Split` runs the same `DecoderLayer` modules over per-layer params (split once, when the engine
-is built) and a per-layer cache ({segment: ({"k", "v": [B, S, K, H]}, ...)}), with the layer loop
-unrolled at trace time, so each matmul reads its weights where they lie and each cache update is
-in place. The price is a second copy of the layer weights held by the engine.
+`Split` runs the same `DecoderLayer` modules over per-layer params (prepared once, when the
+engine is built) and a per-layer cache, with the layer loop unrolled at trace time, so each matmul
+reads its weights where they lie and each cache update is in place. The price is a second copy of
+the layer weights held by the engine. Each projection becomes one 2-D matrix product (batch 1
+decode is a vector-matrix product, which XLA:CPU runs near memory bandwidth only in these shapes):
 
-`Split` also computes each layer's output projection `o_proj` ("BTNH,NHD->BTD") as one 2-D matmul
-over N*H (a reshape of the kernel, free in its row-major layout): given the two contracting axes,
-XLA:CPU otherwise transposes the [N, H, D] kernel into a fresh buffer at every decode step.
+* `o_proj` ("BTNH,NHD->BTD") as a product over N*H (a free reshape of its row-major kernel); with
+  two contracting axes XLA:CPU otherwise copies the kernel into a fresh buffer at every step.
+* `fuse=True` concatenates q/k/v into one matrix and gate/up into another (two products per layer
+  instead of five, each reading a longer run of memory); the results are split after the product.
+  Off under a mesh, where the concatenation would mix the heads each device holds.
+* `transposed` keeps the kernels as [out, in] matrices. XLA:CPU's float32 vector-matrix product
+  is fast with [in, out] weights (~30 GB/s, ~3 GB/s the other way), its bfloat16 one only with
+  [out, in] weights (a fused loop that converts each weight as it reads it, ~35 GB/s, against
+  ~1.5 GB/s). "auto" picks by the compute dtype. One exception: with bfloat16, `o_proj` keeps a
+  float32 [in, out] copy, because the fused bfloat16 loop recomputes the 4-D index of the
+  attention output for every weight row and runs at ~3 GB/s; the float32 product reads twice the
+  bytes at full speed and gives the same numbers (bfloat16 inputs, float32 sums).
 
-`transposed=True` stores every projection kernel as a 2-D [out, in] copy ("kernel_t") and
-multiplies by its transpose. In isolation XLA:CPU's bfloat16 vector-matrix product is fast only in
-that orientation (~26 GB/s against ~0.9 GB/s at batch 1 on this machine), but inside the decode
-loop XLA converts bfloat16 dots to float32 and hoists the converted weights out of the loop, so
-neither orientation reads bfloat16 weights there; it is off by default.
+The decode loop also passes `Split` params through its carry behind an optimization barrier
+(`carry_params`): loop-invariant weights would otherwise let XLA hoist their bfloat16 -> float32
+conversion out of the loop and read float32 copies at every step.
 
-Both produce the same numbers up to float summation order: they apply the same modules to the
-same values.
+Both layouts produce the same numbers up to float summation order: they apply the same modules to
+the same values.
 """
 
 from __future__ import annotations
@@ -31,14 +39,25 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from qwen3_jax.config import layer_segments
 from qwen3_jax.model.block import DecoderLayer
 from qwen3_jax.model.layers import Einsum, Embed, RMSNorm
 from qwen3_jax.model.transformer import Output, attention_inputs, init_cache
 
-STACKED_CACHE_AXES = ("layers", "batch", "cache_length", "act_kv_heads", "head_dim")
-LAYER_CACHE_AXES = ("batch", "cache_length", "act_kv_heads", "head_dim")
+# Logical axes of one layer's cache: keys [B, K, S, H], values [B, K, H, S] (see `update_cache`).
+CACHE_AXES = {"k": ("batch", "act_kv_heads", "cache_length", "head_dim"),
+              "v": ("batch", "act_kv_heads", "head_dim", "cache_length")}
+SEQ_AXIS = {"k": -2, "v": -1}  # the slot axis of each, counted from the end
+
+
+def _constrain(cache, stacked: bool):
+    def one(path, c):
+        name = path[-1].key
+        return nn.with_logical_constraint(c, (("layers",) if stacked else ()) + CACHE_AXES[name])
+
+    return jax.tree_util.tree_map_with_path(one, cache)
 
 
 class Stacked:
@@ -48,7 +67,7 @@ class Stacked:
       module: the `Qwen3` Linen module.
     """
 
-    seq_axis = 2
+    carry_params = False
 
     def __init__(self, module):
         self.module = module
@@ -68,46 +87,122 @@ class Stacked:
 
     def constrain(self, cache):
         """Places the cache by the logical rules (inside jit, under the mesh context)."""
-        return jax.tree.map(lambda c: nn.with_logical_constraint(c, STACKED_CACHE_AXES), cache)
+        return _constrain(cache, stacked=True)
 
 
+# Einsum module name -> number of leading (contracted) kernel axes.
 _PROJECTIONS = {"q_proj": 1, "k_proj": 1, "v_proj": 1, "o_proj": 2, "gate_proj": 1, "up_proj": 1, "down_proj": 1,
-                "lm_head": 1}  # Einsum module name -> number of leading (contracted) kernel axes
+                "lm_head": 1}
+# A fused product is stored under its first projection; the others are left empty ({}).
+_FUSED = {"q_proj": ("q_proj", "k_proj", "v_proj"), "gate_proj": ("gate_proj", "up_proj")}
 
 
-def _transpose_kernels(tree):
-    """Replaces {"kernel": [in..., out...]} of the projections by {"kernel_t": [out, in]}."""
+def _matrix(kernel, name: str):
+    """A projection kernel [in..., out...] as a 2-D [in, out] matrix (a free reshape)."""
+    n_in = _PROJECTIONS[name]
+    return kernel.reshape(math.prod(kernel.shape[:n_in]), math.prod(kernel.shape[n_in:]))
+
+
+def _prepare_projections(tree: dict, transposed: bool, fuse: bool) -> dict:
+    """Replaces {"kernel"} of the projections in a layer's params by 2-D matrices (see above).
+
+    A projection becomes {"w": [in, out]} or {"w_t": [out, in]}; a fused group stores the
+    concatenated matrix under its first member and {} under the others.
+    """
+    def is_proj(name, v):
+        return name in _PROJECTIONS and isinstance(v, dict) and set(v) == {"kernel"}
+
     out = {}
-    for k, v in tree.items():
-        if isinstance(v, dict) and k in _PROJECTIONS and set(v) == {"kernel"} and v["kernel"].ndim <= 3:
-            w = v["kernel"]
-            n_in = _PROJECTIONS[k]
-            w2 = w.reshape(math.prod(w.shape[:n_in]), math.prod(w.shape[n_in:]))
-            out[k] = {"kernel_t": w2.T}
-        elif isinstance(v, dict):
-            out[k] = _transpose_kernels(v)
+    for name, v in tree.items():
+        if not is_proj(name, v):
+            out[name] = _prepare_projections(v, transposed, fuse) if isinstance(v, dict) else v
+            continue
+        if name in out:  # already written as part of a fused group
+            continue
+        group = _FUSED.get(name, (name,)) if fuse else (name,)
+        if not all(is_proj(g, tree.get(g)) for g in group):
+            group = (name,)
+        w = jnp.concatenate([_matrix(tree[g]["kernel"], g) for g in group], axis=1)
+        if transposed and name == "o_proj":
+            out[name] = {"w": w.astype(jnp.float32)}
         else:
-            out[k] = v
+            out[name] = {"w_t": w.T} if transposed else {"w": w}
+        out.update({g: {} for g in group[1:]})
     return out
+
+
+class _Matmuls:
+    """Flax method interceptor: the projections of `_prepare_projections` as 2-D products.
+
+    A fused product's other parts wait in `pending` until their own module is called (each
+    layer calls q, k, v, then gate, up, in that order, with the same input).
+    """
+
+    def __init__(self, config):
+        self.config = config
+        self.pending = {}
+
+    def out_dims(self, name: str, mod) -> tuple[int, ...]:
+        c = self.config
+        if name in ("k_proj", "v_proj"):
+            return (c.num_key_value_heads, c.head_dim)
+        if name == "up_proj":
+            return (c.intermediate_size,)
+        return tuple(mod.shape[_PROJECTIONS[name]:])
+
+    def __call__(self, next_fun, args, kwargs, context):
+        mod = context.module
+        if not (isinstance(mod, Einsum) and context.method_name == "__call__"):
+            return next_fun(*args, **kwargs)
+        if mod.name in self.pending:
+            return self.pending.pop(mod.name)
+        if mod.has_variable("params", "w"):
+            w, transposed = mod.get_variable("params", "w"), False
+        elif mod.has_variable("params", "w_t"):
+            w, transposed = mod.get_variable("params", "w_t"), True
+        else:
+            return next_fun(*args, **kwargs)
+        x = args[0]
+        lead = x.shape[:2]
+        # float32 weights in a bfloat16 model (o_proj, see the module docstring) compute in float32.
+        dt = jnp.promote_types(mod.dtype, w.dtype)
+        x2 = x.reshape(-1, w.shape[1] if transposed else w.shape[0]).astype(dt)
+        y = jnp.dot(x2, w.astype(dt).T if transposed else w.astype(dt)).astype(mod.dtype)
+        group = _FUSED.get(mod.name, (mod.name,))
+        dims = [self.out_dims(g, mod) for g in group]
+        sizes = [math.prod(d) for d in dims]
+        if sum(sizes) != y.shape[1]:  # not fused
+            group, dims, sizes = (mod.name,), dims[:1], sizes[:1]
+        parts = jnp.split(y, np.cumsum(sizes)[:-1].tolist(), axis=1) if len(group) > 1 else [y]
+        for g, d, part in zip(group[1:], dims[1:], parts[1:]):
+            self.pending[g] = part.reshape(*lead, *d)
+        return parts[0].reshape(*lead, *dims[0])
 
 
 class Split(Stacked):
     """Per-layer params and cache, layer loop unrolled (see the module docstring).
 
     Attributes:
-      transposed: keep projection kernels as [out, in] copies (see the module docstring).
+      transposed: projection matrices stored [out, in] (True), [in, out] (False), or "auto":
+        [out, in] for a bfloat16 model.
+      fuse: one product for q/k/v and one for gate/up.
     """
 
-    seq_axis = 1
+    carry_params = True
 
-    def __init__(self, module, transposed: bool = False):
+    def __init__(self, module, transposed: bool | str = "auto", fuse: bool = False):
         super().__init__(module)
-        self.transposed = transposed
+        if transposed == "auto":
+            transposed = jnp.dtype(module.dtype) == jnp.bfloat16
+        self.transposed = bool(transposed)
+        self.fuse = fuse
 
     def prepare(self, params):
         """Splits every stacked segment into a tuple of per-layer trees (one copy, on device)."""
         segs = {s.name: s.length for s in layer_segments(self.module.config)}
-        fix = _transpose_kernels if self.transposed else (lambda t: t)
+
+        def fix(t):
+            return _prepare_projections(t, self.transposed, self.fuse)
 
         def split(p):
             return {k: (tuple(fix(jax.tree.map(lambda a, i=i: a[i], v)) for i in range(segs[k])) if k in segs
@@ -117,13 +212,15 @@ class Split(Stacked):
         return jax.jit(split)(params)
 
     def init_cache(self, batch: int, length: int):
+        """Per layer: keys [B, K, S, H], values [B, K, H, S] (zeros)."""
         c = self.module.config
-        shape = (batch, length, c.num_key_value_heads, c.head_dim)
-        return {s.name: tuple({n: jnp.zeros(shape, self.module.dtype) for n in ("k", "v")} for _ in range(s.length))
+        K, H, dt = c.num_key_value_heads, c.head_dim, self.module.dtype
+        return {s.name: tuple({"k": jnp.zeros((batch, K, length, H), dt), "v": jnp.zeros((batch, K, H, length), dt)}
+                              for _ in range(s.length))
                 for s in layer_segments(c)}
 
     def constrain(self, cache):
-        return jax.tree.map(lambda c: nn.with_logical_constraint(c, LAYER_CACHE_AXES), cache)
+        return _constrain(cache, stacked=False)
 
     def apply(self, params, ids, mask, cache, write_at, logits_at) -> Output:
         """The same computation as `Qwen3.__call__` with a cache, over split params."""
@@ -133,49 +230,32 @@ class Split(Stacked):
         embed = Embed(c.vocab_size, c.hidden_size, dt, pdt)
         x = embed.apply({"params": params["embed_tokens"]}, ids)
         x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
+        matmuls = _Matmuls(c)
         new_cache = {}
         for seg in layer_segments(c):
             layer = DecoderLayer(c, seg.kind, dt, pdt, m.moe_impl,
                                  moe_capacity_factor=getattr(m, "moe_capacity_factor", None))
             out = []
             for lp, lc in zip(params[seg.name], cache[seg.name]):
-                with nn.intercept_methods(_projection_as_matmul):
+                with nn.intercept_methods(matmuls):
                     x, (lc, _, _) = layer.apply({"params": lp}, x, lc, cos, sin, attn_mask, write_at)
                 out.append(lc)
             new_cache[seg.name] = tuple(out)
         x = RMSNorm(c.rms_norm_eps, "norm", pdt).apply({"params": params["norm"]}, x)
         if logits_at is not None:
             x = jnp.take_along_axis(x, logits_at.astype(jnp.int32)[:, None, None], axis=1)
-        if c.tie_word_embeddings:
+        if c.tie_word_embeddings and self.transposed:  # the [V, D] table is an [out, in] matrix
+            e = params["embed_tokens"]["embedding"].astype(dt)
+            logits = jnp.dot(x.reshape(-1, e.shape[1]).astype(dt), e.T).reshape(*x.shape[:2], e.shape[0])
+        elif c.tie_word_embeddings:
             logits = embed.apply({"params": params["embed_tokens"]}, x, method=Embed.attend)
         else:
             head = Einsum((c.hidden_size, c.vocab_size), ("embed", "vocab"), "BTD,DV->BTV", dtype=dt, param_dtype=pdt,
                           name="lm_head")
-            with nn.intercept_methods(_projection_as_matmul):
+            with nn.intercept_methods(matmuls):
                 logits = head.apply({"params": params["lm_head"]}, x)
         logits = nn.with_logical_constraint(logits, ("batch", "length", "act_vocab"))
         return Output(logits=logits, cache=new_cache)
-
-
-def _projection_as_matmul(next_fun, args, kwargs, context):
-    """Flax method interceptor: projections as 2-D matmuls (see the module docstring)."""
-    mod = context.module
-    if not (isinstance(mod, Einsum) and context.method_name == "__call__"):
-        return next_fun(*args, **kwargs)
-    x = args[0]
-    # Plain 2-D products ([B*T, in] x [in, out]) are the shapes XLA:CPU hands to its fast kernels.
-    if mod.has_variable("params", "kernel_t"):
-        wt = mod.get_variable("params", "kernel_t")  # [out, in]
-        n_in = _PROJECTIONS[mod.name]
-        x2 = x.reshape(-1, wt.shape[1]).astype(mod.dtype)
-        y = jnp.dot(x2, wt.astype(mod.dtype).T)
-        return y.reshape(*x.shape[:2], *mod.shape[n_in:])
-    if mod.name != "o_proj":
-        return next_fun(*args, **kwargs)
-    kernel = mod.get_variable("params", "kernel")
-    N, H, D = kernel.shape
-    y = jnp.dot(x.reshape(-1, N * H).astype(mod.dtype), kernel.reshape(N * H, D).astype(mod.dtype))
-    return y.reshape(*x.shape[:2], D)
 
 
 LAYOUTS = {"stacked": Stacked, "split": Split}

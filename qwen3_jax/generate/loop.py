@@ -22,6 +22,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from qwen3_jax.generate.forward import SEQ_AXIS
 from qwen3_jax.generate.sampling import Sampling, apply_penalties, next_tokens
 
 
@@ -113,13 +114,14 @@ def pick(spec: LoopSpec, state: dict, logits: jax.Array, key: jax.Array) -> dict
     return s
 
 
-def _pad_cache(fwd, cache, length: int):
-    def pad(c):
+def _pad_cache(cache, length: int):
+    def pad(path, c):
+        axis = c.ndim + SEQ_AXIS[path[-1].key]
         widths = [(0, 0)] * c.ndim
-        widths[fwd.seq_axis] = (0, length - c.shape[fwd.seq_axis])
+        widths[axis] = (0, length - c.shape[axis])
         return jnp.pad(c, widths)
 
-    return jax.tree.map(pad, cache)
+    return jax.tree_util.tree_map_with_path(pad, cache)
 
 
 def prefill(fwd, vocab_size: int, spec: LoopSpec, cache_len: int, out_len: int, params, ids, lens,
@@ -149,7 +151,7 @@ def prefill(fwd, vocab_size: int, spec: LoopSpec, cache_len: int, out_len: int, 
     # The prompt attends within a T-slot cache (attention cost T², not T·S), which is then padded
     # out to S slots for decoding.
     out = fwd.apply(params, ids, mask, fwd.init_cache(B, T), jnp.zeros((B,), jnp.int32), lens - 1)
-    cache = _pad_cache(fwd, out.cache, cache_len)
+    cache = _pad_cache(out.cache, cache_len)
     V = vocab_size
     use_pen = spec.sampling.uses_penalties
     pen_shape = (B, V) if use_pen else (B, 1)
@@ -167,6 +169,13 @@ def prefill(fwd, vocab_size: int, spec: LoopSpec, cache_len: int, out_len: int, 
     return pick(spec, state, out.logits[:, 0, :].astype(jnp.float32), sub)
 
 
+def _cache_length(cache) -> int:
+    """Slots per row of a cache (any layout of `forward.py`)."""
+    leaves = jax.tree_util.tree_leaves_with_path(cache)
+    path, c = leaves[0]
+    return c.shape[SEQ_AXIS[path[-1].key]]
+
+
 def decode(fwd, spec: LoopSpec, params, state: dict, stop_at) -> dict:
     """Generates until every row is done or `state["step"]` reaches `stop_at`, on device.
 
@@ -180,13 +189,13 @@ def decode(fwd, spec: LoopSpec, params, state: dict, stop_at) -> dict:
     Returns:
       The advanced state.
     """
-    S = jax.tree.leaves(state["cache"])[0].shape[fwd.seq_axis]
+    S = _cache_length(state["cache"])
     slots = jnp.arange(S)[None, :]
 
     def cond(s):
         return (s["step"] < stop_at) & ~jnp.all(s["done"])
 
-    def body(s):
+    def step(params, s):
         out = fwd.apply(params, s["last"][:, None], slots <= s["pos"][:, None], s["cache"], s["pos"], None)
         key, sub = jax.random.split(s["key"])
         s = dict(s, cache=fwd.constrain(out.cache), key=key)
@@ -196,4 +205,14 @@ def decode(fwd, spec: LoopSpec, params, state: dict, stop_at) -> dict:
         s["step"] = s["step"] + 1
         return s
 
-    return jax.lax.while_loop(cond, body, state)
+    if not fwd.carry_params:
+        return jax.lax.while_loop(cond, lambda s: step(params, s), state)
+
+    # The params ride in the carry behind a barrier, so XLA sees them change at every step and
+    # cannot hoist work on them (a bfloat16 -> float32 copy of every weight) out of the loop.
+    def body(carry):
+        p, s = carry
+        p = jax.lax.optimization_barrier(p)
+        return p, step(p, s)
+
+    return jax.lax.while_loop(lambda c: cond(c[1]), body, (params, state))[1]

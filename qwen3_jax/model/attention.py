@@ -19,11 +19,22 @@ from qwen3_jax.ops.attention import dot_product_attention
 
 
 def update_cache(cache: dict[str, jax.Array], k: jax.Array, v: jax.Array, write_at: jax.Array):
-    """Writes k, v [B, T, K, H] into cache["k"/"v"] [B, S, K, H] at slot write_at[b] of each row."""
-    def put(buf, new, at):
-        return jax.lax.dynamic_update_slice_in_dim(buf, new.astype(buf.dtype), at, axis=0)
+    """Writes k, v [B, T, K, H] into the cache at slot write_at[b] of each row.
 
-    return {"k": jax.vmap(put)(cache["k"], k, write_at), "v": jax.vmap(put)(cache["v"], v, write_at)}
+    The cache holds keys as [B, K, S, H] and values as [B, K, H, S]: with these layouts both
+    attention products read the cache where it lies (keys contract H, values contract S, each
+    along their minor axis, per KV head), where a [B, S, K, H] cache makes XLA:CPU copy a
+    transposed cache for every layer at every decode step. Each row is one in-place slice update.
+    """
+    kc, vc = cache["k"], cache["v"]
+    k = k.astype(kc.dtype).transpose(0, 2, 1, 3)  # [B, K, T, H]
+    v = v.astype(vc.dtype).transpose(0, 2, 3, 1)  # [B, K, H, T]
+    zero = jnp.zeros((), jnp.int32)
+    for b in range(k.shape[0]):  # one in-place slice update per row (B is static and small)
+        at = write_at[b].astype(jnp.int32)
+        kc = jax.lax.dynamic_update_slice(kc, k[b:b + 1], (b, zero, at, zero))
+        vc = jax.lax.dynamic_update_slice(vc, v[b:b + 1], (b, zero, zero, at))
+    return {"k": kc, "v": vc}
 
 
 class Attention(nn.Module):
@@ -44,7 +55,7 @@ class Attention(nn.Module):
           x: [B, T, D] normalised hidden states.
           cos, sin: [B, T, H] rotary tables for the query positions.
           mask: [B, T, S] boolean attention mask (S = T without a cache, the cache length with one).
-          cache: optional {"k", "v"} of [B, S, K, H]; the new keys/values are written at `write_at`.
+          cache: optional {"k": [B, K, S, H], "v": [B, K, H, S]}; the new keys/values are written at `write_at`.
           write_at: [B] int, first cache slot of this call's tokens in each row.
 
         Returns:
@@ -64,10 +75,11 @@ class Attention(nn.Module):
         q = nn.with_logical_constraint(q, ("batch", "length", "act_heads", "head_dim"))
         k = nn.with_logical_constraint(k, ("batch", "length", "act_kv_heads", "head_dim"))
         v = nn.with_logical_constraint(v, ("batch", "length", "act_kv_heads", "head_dim"))
+        layout = "BSKH"
         if cache is not None:
             cache = update_cache(cache, k, v, write_at)
-            k, v = cache["k"], cache["v"]
-        out = dot_product_attention(q, k.astype(self.dtype), v.astype(self.dtype), mask, H ** -0.5)
+            k, v, layout = cache["k"], cache["v"], "cache"
+        out = dot_product_attention(q, k.astype(self.dtype), v.astype(self.dtype), mask, H ** -0.5, layout)
         out = nn.with_logical_constraint(out, ("batch", "length", "act_heads", "head_dim"))
         y = Einsum((N, H, D), ("heads", "head_dim", "embed"), "BTNH,NHD->BTD", name="o_proj", **kw)(out)
         return y, cache

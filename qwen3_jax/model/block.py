@@ -43,7 +43,7 @@ class DecoderLayer(nn.Module):
     def __call__(self, x, cache, cos, sin, mask, write_at):
         """Args:
           x: [B, T, D] residual stream (the scan carry).
-          cache: this layer's {"k", "v"} [B, S, K, H] or None (scanned over layers).
+          cache: this layer's {"k": [B, K, S, H], "v": [B, K, H, S]} or None (scanned over layers).
           cos, sin, mask, write_at: shared by all layers (see `Attention`).
 
         Returns:

@@ -50,7 +50,7 @@ class Output:
 
     Attributes:
       logits: [B, T, V] in the compute dtype.
-      cache: updated KV cache ({segment: {"k", "v": [L, B, S, K, H]}}) or None.
+      cache: updated KV cache ({segment: {"k": [L, B, K, S, H], "v": [L, B, K, H, S]}}) or None.
       router_logits: [L_moe, B, T, E] router logits of every MoE layer in order, or None.
       hidden_states: when asked for, L + 1 arrays [B, T, D] as the reference returns them: the
         embeddings, the output of layers 0..L-2, then the final-normed output of the last layer.
@@ -178,9 +178,10 @@ def attention_inputs(config: Qwen3Config, shape: tuple[int, int], dtype, positio
 
 
 def init_cache(config: Qwen3Config, batch: int, length: int, dtype=jnp.bfloat16) -> dict:
-    """An empty KV cache: {segment name: {"k", "v": [L_seg, B, S, K, H]}}."""
+    """An empty KV cache: {segment: {"k": [L_seg, B, K, S, H], "v": [L_seg, B, K, H, S]}} (see `update_cache`)."""
     K, H = config.num_key_value_heads, config.head_dim
     return {
-        seg.name: {n: jnp.zeros((seg.length, batch, length, K, H), dtype) for n in ("k", "v")}
+        seg.name: {"k": jnp.zeros((seg.length, batch, K, length, H), dtype),
+                   "v": jnp.zeros((seg.length, batch, K, H, length), dtype)}
         for seg in layer_segments(config)
     }

@@ -11,6 +11,8 @@ import jax
 import jax.numpy as jnp
 
 _NEG = jnp.finfo(jnp.float32).min
+# kv_layout -> einsum spelling of the keys and of the values.
+_KV_LAYOUTS = {"BSKH": ("BSKH", "BSKH"), "cache": ("BKSH", "BKHS")}
 
 
 def causal_mask(q_slots: jax.Array, kv_valid: jax.Array, segment_ids: jax.Array | None = None,
@@ -32,23 +34,29 @@ def causal_mask(q_slots: jax.Array, kv_valid: jax.Array, segment_ids: jax.Array 
 
 
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
-                          scale: float) -> jax.Array:
+                          scale: float, kv_layout: str = "BSKH") -> jax.Array:
     """softmax(q·kᵀ·scale + mask)·v with grouped KV heads.
 
     Args:
       q: [B, T, N, H] queries.
-      k, v: [B, S, K, H] keys and values, N % K == 0.
+      k, v: keys and values; kv_layout "BSKH": both [B, S, K, H] (as the projections give them);
+        "cache": keys [B, K, S, H] and values [B, K, H, S] (the KV cache's layout, see
+        `model.attention.update_cache`). N % K == 0.
       mask: [B, T, S] boolean, True where attention is allowed.
       scale: logit scale (head_dim ** -0.5).
+      kv_layout: "BSKH" or "cache".
 
     Returns:
       [B, T, N, H] in q's dtype.
     """
+    if kv_layout not in _KV_LAYOUTS:
+        raise ValueError(f"kv_layout must be one of {list(_KV_LAYOUTS)}, got {kv_layout!r}")
+    k_eq, v_eq = _KV_LAYOUTS[kv_layout]
     B, T, N, H = q.shape
-    K = k.shape[2]
+    K = k.shape[k_eq.index("K")]
     qg = q.reshape(B, T, K, N // K, H)  # [B, T, K, G, H]
-    scores = jnp.einsum("BTKGH,BSKH->BKGTS", qg, k, preferred_element_type=jnp.float32) * scale
+    scores = jnp.einsum(f"BTKGH,{k_eq}->BKGTS", qg, k, preferred_element_type=jnp.float32) * scale
     scores = jnp.where(mask[:, None, None, :, :], scores, _NEG)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # [B, K, G, T, S]
-    out = jnp.einsum("BKGTS,BSKH->BTKGH", probs, v)
+    out = jnp.einsum(f"BKGTS,{v_eq}->BTKGH", probs, v)
     return out.reshape(B, T, N, H)

@@ -38,14 +38,12 @@ def test_sharded_matches_single_device(spec, layout, reference):
     run = engine.start(PROMPTS, max_new_tokens=16, sampling=SAMPLING, stop_tokens=[])
     cache = run.state["cache"]["layers"]
     cache = cache["k"] if layout == "stacked" else cache[0]["k"]
-    if layout == "split":  # the per-layer weight copies keep the params' sharding
-        def strip(spec):
-            spec = list(spec)
-            while spec and spec[-1] is None:
-                spec.pop()
-            return spec
-        split_spec = engine.params["layers"][0]["self_attn"]["k_proj"]["kernel"].sharding.spec
-        assert strip(split_spec) == strip(k.sharding.spec[1:])
+    if layout == "split":  # the per-layer [in, out] matrices keep the params' sharding
+        def axes(spec):
+            return {a for entry in spec if entry for a in ((entry,) if isinstance(entry, str) else entry)}
+        w = engine.params["layers"][0]["self_attn"]["k_proj"]["w"]
+        assert w.shape == (k.shape[1], k.shape[2] * k.shape[3])
+        assert len(w.sharding.device_set) == 8 and axes(w.sharding.spec) == axes(k.sharding.spec[1:])
     # the cache follows the logical rules: batch over data, KV heads over tensor when they divide
     spec_str = str(cache.sharding.spec)
     if spec == "tensor=8":
