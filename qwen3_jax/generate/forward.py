@@ -131,6 +131,22 @@ def _prepare_projections(tree: dict, transposed: bool, fuse: bool) -> dict:
     return out
 
 
+def _rowwise_matmul_t(x, w_t, dt):
+    """x [B, T, in] times w_t [out, in] transposed: [B, T, out] in dtype dt.
+
+    At decode (T == 1) one vector-matrix product per row: the shape XLA:CPU runs as a fused loop
+    over bfloat16 weights; with several rows it falls back to a far slower bfloat16 GEMM.
+    """
+    B, T = x.shape[:2]
+    x2 = x.reshape(B * T, -1).astype(dt)
+    w = w_t.astype(dt)
+    if T == 1 and B > 1:
+        y = jnp.concatenate([jnp.dot(x2[r:r + 1], w.T) for r in range(B)], axis=0)
+    else:
+        y = jnp.dot(x2, w.T)
+    return y.reshape(B, T, w.shape[0])
+
+
 class _Matmuls:
     """Flax method interceptor: the projections of `_prepare_projections` as 2-D products.
 
@@ -166,8 +182,10 @@ class _Matmuls:
         lead = x.shape[:2]
         # float32 weights in a bfloat16 model (o_proj, see the module docstring) compute in float32.
         dt = jnp.promote_types(mod.dtype, w.dtype)
-        x2 = x.reshape(-1, w.shape[1] if transposed else w.shape[0]).astype(dt)
-        y = jnp.dot(x2, w.astype(dt).T if transposed else w.astype(dt)).astype(mod.dtype)
+        if transposed:
+            y = _rowwise_matmul_t(x, w, dt).reshape(-1, w.shape[0]).astype(mod.dtype)
+        else:
+            y = jnp.dot(x.reshape(-1, w.shape[0]).astype(dt), w.astype(dt)).astype(mod.dtype)
         group = _FUSED.get(mod.name, (mod.name,))
         dims = [self.out_dims(g, mod) for g in group]
         sizes = [math.prod(d) for d in dims]
@@ -245,8 +263,7 @@ class Split(Stacked):
         if logits_at is not None:
             x = jnp.take_along_axis(x, logits_at.astype(jnp.int32)[:, None, None], axis=1)
         if c.tie_word_embeddings and self.transposed:  # the [V, D] table is an [out, in] matrix
-            e = params["embed_tokens"]["embedding"].astype(dt)
-            logits = jnp.dot(x.reshape(-1, e.shape[1]).astype(dt), e.T).reshape(*x.shape[:2], e.shape[0])
+            logits = _rowwise_matmul_t(x, params["embed_tokens"]["embedding"], dt)
         elif c.tie_word_embeddings:
             logits = embed.apply({"params": params["embed_tokens"]}, x, method=Embed.attend)
         else:
