@@ -210,6 +210,8 @@ class Split(Stacked):
 
     def __init__(self, module, transposed: bool | str = "auto", fuse: bool = False):
         super().__init__(module)
+        if transposed not in ("auto", True, False):
+            raise ValueError(f"transposed must be 'auto', True or False, got {transposed!r}")
         if transposed == "auto":
             transposed = jnp.dtype(module.dtype) == jnp.bfloat16
         self.transposed = bool(transposed)

@@ -63,3 +63,9 @@ def test_cache_layout():
         written[at] = True
         assert np.abs(k[:, b, :, written, :]).sum() > 0 and np.abs(k[:, b, :, ~written, :]).sum() == 0
         assert np.abs(v[:, b, :, :, written]).sum() > 0 and np.abs(v[:, b, :, :, ~written]).sum() == 0
+
+
+def test_split_rejects_bad_orientation():
+    model = qwen3_jax.load("tiny-dense")
+    with pytest.raises(ValueError, match="transposed"):
+        Split(model.module, transposed="yes")
