@@ -16,13 +16,19 @@ decode is a vector-matrix product, which XLA:CPU runs near memory bandwidth only
 * `fuse=True` concatenates q/k/v into one matrix and gate/up into another (two products per layer
   instead of five, each reading a longer run of memory); the results are split after the product.
   Off under a mesh, where the concatenation would mix the heads each device holds.
-* `transposed` keeps the kernels as [out, in] matrices. XLA:CPU's float32 vector-matrix product
-  is fast with [in, out] weights (~30 GB/s, ~3 GB/s the other way), its bfloat16 one only with
-  [out, in] weights (a fused loop that converts each weight as it reads it, ~35 GB/s, against
-  ~1.5 GB/s). "auto" picks by the compute dtype. One exception: with bfloat16, `o_proj` keeps a
-  float32 [in, out] copy, because the fused bfloat16 loop recomputes the 4-D index of the
-  attention output for every weight row and runs at ~3 GB/s; the float32 product reads twice the
-  bytes at full speed and gives the same numbers (bfloat16 inputs, float32 sums).
+* `transposed` (the default) keeps the kernels as [out, in] matrices, the orientation in which
+  XLA:CPU's batch-1 products run near memory bandwidth: float32 as w_t @ xᵀ (a GEMV, ~30-40 GB/s;
+  x @ w with [in, out] weights reaches ~21-29 GB/s, x @ w_tᵀ ~2.5), bfloat16 as x @ w_tᵀ (a fused
+  loop that converts each weight as it reads it, ~35 GB/s, against ~1.5 GB/s for the others).
+  One exception: with bfloat16, `o_proj` keeps a float32 copy, because the fused bfloat16 loop
+  recomputes the 4-D index of the attention output for every weight row and runs at ~3 GB/s; the
+  float32 product reads twice the bytes at full speed and gives the same numbers (bfloat16 inputs,
+  float32 sums).
+
+The cache is float32 whatever the model's dtype. XLA:CPU updates a bfloat16 buffer by converting
+all of it to float32 and back, and converts the whole bfloat16 cache to float32 for the attention
+products, for every layer at every step; a float32 cache holding the bfloat16-rounded keys and
+values gives the same numbers with neither (at twice the cache memory).
 
 The decode loop also passes `Split` params through its carry behind an optimization barrier
 (`carry_params`): loop-invariant weights would otherwise let XLA hoist their bfloat16 -> float32
@@ -123,24 +129,28 @@ def _prepare_projections(tree: dict, transposed: bool, fuse: bool) -> dict:
         if not all(is_proj(g, tree.get(g)) for g in group):
             group = (name,)
         w = jnp.concatenate([_matrix(tree[g]["kernel"], g) for g in group], axis=1)
-        if transposed and name == "o_proj":
-            out[name] = {"w": w.astype(jnp.float32)}
+        if transposed and name == "o_proj":  # float32 even in a bfloat16 model (see the module docstring)
+            out[name] = {"w_t": w.T.astype(jnp.float32)}
         else:
             out[name] = {"w_t": w.T} if transposed else {"w": w}
         out.update({g: {} for g in group[1:]})
     return out
 
 
-def _rowwise_matmul_t(x, w_t, dt):
+def _matmul_t(x, w_t, dt):
     """x [B, T, in] times w_t [out, in] transposed: [B, T, out] in dtype dt.
 
-    At decode (T == 1) one vector-matrix product per row: the shape XLA:CPU runs as a fused loop
-    over bfloat16 weights; with several rows it falls back to a far slower bfloat16 GEMM.
+    float32: one matrix-vector product with the weights on the left (w_t @ xᵀ), XLA:CPU's fast
+    float32 form. bfloat16: xᵀ on the left, one product per row at decode (T == 1): the shape
+    XLA:CPU runs as a fused loop over bfloat16 weights; with several rows it falls back to a far
+    slower bfloat16 GEMM.
     """
     B, T = x.shape[:2]
     x2 = x.reshape(B * T, -1).astype(dt)
     w = w_t.astype(dt)
-    if T == 1 and B > 1:
+    if jnp.dtype(dt) == jnp.float32:
+        y = jnp.dot(w, x2.T).T
+    elif T == 1 and B > 1:
         y = jnp.concatenate([jnp.dot(x2[r:r + 1], w.T) for r in range(B)], axis=0)
     else:
         y = jnp.dot(x2, w.T)
@@ -183,7 +193,7 @@ class _Matmuls:
         # float32 weights in a bfloat16 model (o_proj, see the module docstring) compute in float32.
         dt = jnp.promote_types(mod.dtype, w.dtype)
         if transposed:
-            y = _rowwise_matmul_t(x, w, dt).reshape(-1, w.shape[0]).astype(mod.dtype)
+            y = _matmul_t(x, w, dt).reshape(-1, w.shape[0]).astype(mod.dtype)
         else:
             y = jnp.dot(x.reshape(-1, w.shape[0]).astype(dt), w.astype(dt)).astype(mod.dtype)
         group = _FUSED.get(mod.name, (mod.name,))
@@ -201,19 +211,17 @@ class Split(Stacked):
     """Per-layer params and cache, layer loop unrolled (see the module docstring).
 
     Attributes:
-      transposed: projection matrices stored [out, in] (True), [in, out] (False), or "auto":
-        [out, in] for a bfloat16 model.
+      transposed: projection matrices stored [out, in] (True, the fast one at batch 1) or [in, out]
+        (False; ~10% faster float32 decode at batch 8, far slower bfloat16).
       fuse: one product for q/k/v and one for gate/up.
     """
 
     carry_params = True
 
-    def __init__(self, module, transposed: bool | str = "auto", fuse: bool = False):
+    def __init__(self, module, transposed: bool = True, fuse: bool = False):
         super().__init__(module)
-        if transposed not in ("auto", True, False):
-            raise ValueError(f"transposed must be 'auto', True or False, got {transposed!r}")
-        if transposed == "auto":
-            transposed = jnp.dtype(module.dtype) == jnp.bfloat16
+        if transposed not in (True, False):
+            raise ValueError(f"transposed must be True or False, got {transposed!r}")
         self.transposed = bool(transposed)
         self.fuse = fuse
 
@@ -232,9 +240,9 @@ class Split(Stacked):
         return jax.jit(split)(params)
 
     def init_cache(self, batch: int, length: int):
-        """Per layer: keys [B, K, S, H], values [B, K, H, S] (zeros)."""
+        """Per layer: keys [B, K, S, H], values [B, K, H, S] (zeros), float32 (see the module docstring)."""
         c = self.module.config
-        K, H, dt = c.num_key_value_heads, c.head_dim, self.module.dtype
+        K, H, dt = c.num_key_value_heads, c.head_dim, jnp.float32
         return {s.name: tuple({"k": jnp.zeros((batch, K, length, H), dt), "v": jnp.zeros((batch, K, H, length), dt)}
                               for _ in range(s.length))
                 for s in layer_segments(c)}
@@ -265,7 +273,7 @@ class Split(Stacked):
         if logits_at is not None:
             x = jnp.take_along_axis(x, logits_at.astype(jnp.int32)[:, None, None], axis=1)
         if c.tie_word_embeddings and self.transposed:  # the [V, D] table is an [out, in] matrix
-            logits = _rowwise_matmul_t(x, params["embed_tokens"]["embedding"], dt)
+            logits = _matmul_t(x, params["embed_tokens"]["embedding"], dt)
         elif c.tie_word_embeddings:
             logits = embed.apply({"params": params["embed_tokens"]}, x, method=Embed.attend)
         else:

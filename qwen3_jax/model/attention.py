@@ -86,11 +86,24 @@ class Attention(nn.Module):
         q = nn.with_logical_constraint(q, ("batch", "length", "act_heads", "head_dim"))
         k = nn.with_logical_constraint(k, ("batch", "length", "act_kv_heads", "head_dim"))
         v = nn.with_logical_constraint(v, ("batch", "length", "act_kv_heads", "head_dim"))
-        layout = "BSKH"
-        if cache is not None:
+        scale = H ** -0.5
+        if cache is None:
+            out = dot_product_attention(q, k, v, mask, scale)
+        elif q.shape[1] == 1:
+            # Decode: attend over the cache as it was plus this step's own key and value, then write
+            # them. Reading the updated cache instead makes XLA:CPU compute the slice update twice
+            # (once for the attention, once for the new cache) and copy the whole cache four times.
+            slot = jnp.arange(mask.shape[-1]) == write_at[:, None, None]  # [B, 1, S]
+            out = dot_product_attention(q, cache["k"], cache["v"], mask & ~slot, scale, "cache",
+                                        (k, v, jnp.any(mask & slot, axis=-1, keepdims=True)))
+            # The write waits for the read: a zero that XLA cannot fold (x * 0 is NaN for NaN x) ties
+            # the written values to the attention output, so the old cache is read before it is
+            # overwritten in place. Without the dependency XLA copies each cache to be safe.
+            dep = (out[:, :, :1, :1] * 0).astype(k.dtype)
+            cache = update_cache(cache, k + dep, v + dep, write_at)
+        else:
             cache = update_cache(cache, k, v, write_at)
-            k, v, layout = cache["k"], cache["v"], "cache"
-        out = dot_product_attention(q, k.astype(self.dtype), v.astype(self.dtype), mask, H ** -0.5, layout)
+            out = dot_product_attention(q, cache["k"], cache["v"], mask, scale, "cache")
         out = nn.with_logical_constraint(out, ("batch", "length", "act_heads", "head_dim"))
         y = Einsum((N, H, D), ("heads", "head_dim", "embed"), "BTNH,NHD->BTD", name="o_proj", **kw)(out)
         return y, cache

@@ -34,7 +34,7 @@ def causal_mask(q_slots: jax.Array, kv_valid: jax.Array, segment_ids: jax.Array 
 
 
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
-                          scale: float, kv_layout: str = "BSKH") -> jax.Array:
+                          scale: float, kv_layout: str = "BSKH", extra_kv=None) -> jax.Array:
     """softmax(q·kᵀ·scale + mask)·v with grouped KV heads.
 
     Args:
@@ -45,6 +45,10 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
       mask: [B, T, S] boolean, True where attention is allowed.
       scale: logit scale (head_dim ** -0.5).
       kv_layout: "BSKH" or "cache".
+      extra_kv: optional (k2, v2, mask2): more keys and values [B, S2, K, H] with their mask
+        [B, T, S2], attended together with k, v (one softmax over both). Decode passes the cache as
+        it was before this step plus the step's own key and value, so that the attention does not
+        read the updated cache (see `model.attention.Attention`).
 
     Returns:
       [B, T, N, H] in q's dtype.
@@ -57,6 +61,13 @@ def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Ar
     qg = q.reshape(B, T, K, N // K, H)  # [B, T, K, G, H]
     scores = jnp.einsum(f"BTKGH,{k_eq}->BKGTS", qg, k, preferred_element_type=jnp.float32) * scale
     scores = jnp.where(mask[:, None, None, :, :], scores, _NEG)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # [B, K, G, T, S]
-    out = jnp.einsum(f"BKGTS,{v_eq}->BTKGH", probs, v)
-    return out.reshape(B, T, N, H)
+    S = scores.shape[-1]
+    if extra_kv is not None:
+        k2, v2, mask2 = extra_kv
+        scores2 = jnp.einsum("BTKGH,BSKH->BKGTS", qg, k2, preferred_element_type=jnp.float32) * scale
+        scores = jnp.concatenate([scores, jnp.where(mask2[:, None, None, :, :], scores2, _NEG)], axis=-1)
+    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)  # [B, K, G, T, S (+ S2)]
+    out = jnp.einsum(f"BKGTS,{v_eq}->BTKGH", probs[..., :S], v, preferred_element_type=jnp.float32)
+    if extra_kv is not None:
+        out = out + jnp.einsum("BKGTS,BSKH->BTKGH", probs[..., S:], v2, preferred_element_type=jnp.float32)
+    return out.reshape(B, T, N, H).astype(q.dtype)

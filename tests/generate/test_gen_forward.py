@@ -9,30 +9,45 @@ import qwen3_jax
 from qwen3_jax.generate.forward import Split, Stacked
 
 
+def _close(got, ref, tol):
+    got, ref = np.asarray(got, np.float32), np.asarray(ref, np.float32)
+    np.testing.assert_allclose(got, ref, atol=tol * max(1.0, float(np.abs(ref).max())))
+
+
 @pytest.mark.parametrize("preset", ["tiny-moe", "tiny-dense"])  # untied head + MoE; tied head + dense MLP
 @pytest.mark.parametrize("dtype, tol", [("float32", 1e-5), ("bfloat16", 2e-2)])
-def test_split_matches_stacked(preset, dtype, tol):
+@pytest.mark.parametrize("transposed", [True, False])
+def test_split_matches_stacked(preset, dtype, tol, transposed):
+    """A prefill of 6 slots (row 1 padded), then one decode step: same logits and cache contents."""
     model = qwen3_jax.load(preset, dtype)
-    B, T = 2, 7
-    ids = jnp.asarray(np.random.default_rng(0).integers(0, 150_000, (B, T)), jnp.int32)
-    mask = jnp.asarray([[1] * T, [1] * 5 + [0] * 2], bool)
-    write_at = jnp.zeros((B,), jnp.int32)
-    split = Split(model.module, fuse=True)
-    assert split.transposed == (dtype == "bfloat16")  # "auto"
+    B, T, S = 2, 6, 8
+    ids = jnp.asarray(np.random.default_rng(0).integers(0, 150_000, (B, T + 1)), jnp.int32)
+    valid = jnp.asarray([[1] * S, [1] * 4 + [0] * 2 + [1] * 2], bool)  # row 1: slots 4, 5 are padding
+    split = Split(model.module, transposed=transposed, fuse=True)
+    assert Split(model.module).transposed  # the default
     results = []
     for fwd in (Stacked(model.module), split):
         params = fwd.prepare(model.params)
-        out = jax.jit(lambda p: fwd.apply(p, ids, mask, fwd.init_cache(B, T), write_at, jnp.asarray([6, 4])))(params)
-        assert out.logits.shape == (B, 1, model.config.vocab_size)
-        results.append((params, out))
-    (_, ref), (params, got) = results
-    np.testing.assert_allclose(np.asarray(got.logits, np.float32), np.asarray(ref.logits, np.float32),
-                               atol=tol * float(np.abs(np.asarray(ref.logits, np.float32)).max()))
-    # the same keys and values land in the same cache slots
+
+        @jax.jit
+        def run(p):
+            pre = fwd.apply(p, ids[:, :T], valid.at[:, T:].set(False), fwd.init_cache(B, S), jnp.zeros((B,), jnp.int32),
+                            jnp.asarray([5, 3]))
+            step = fwd.apply(p, ids[:, T:], valid.at[:, T + 1:].set(False), pre.cache,
+                             jnp.full((B,), T, jnp.int32), None)
+            return pre, step
+
+        pre, step = run(params)
+        assert pre.logits.shape == step.logits.shape == (B, 1, model.config.vocab_size)
+        results.append((params, pre, step))
+    (_, ref_pre, ref_step), (params, pre, step) = results
+    _close(pre.logits, ref_pre.logits, tol)
+    _close(step.logits, ref_step.logits, tol)
+    # the same keys and values land in the same cache slots (the split cache is float32)
     for name in ("k", "v"):
-        stacked = np.asarray(ref.cache["layers"][name][0], np.float32)
-        layer0 = np.asarray(got.cache["layers"][0][name], np.float32)
-        np.testing.assert_allclose(layer0, stacked, atol=tol * max(1.0, float(np.abs(stacked).max())))
+        assert step.cache["layers"][0][name].dtype == jnp.float32
+        for layer in (0, model.config.num_hidden_layers - 1):
+            _close(step.cache["layers"][layer][name], ref_step.cache["layers"][name][layer], tol)
     # q/k/v are one matrix; a dense MLP's gate/up another
     c = model.config
     attn = params["layers"][0]["self_attn"]
@@ -68,4 +83,25 @@ def test_cache_layout():
 def test_split_rejects_bad_orientation():
     model = qwen3_jax.load("tiny-dense")
     with pytest.raises(ValueError, match="transposed"):
-        Split(model.module, transposed="yes")
+        Split(model.module, transposed="auto")
+
+
+def test_attention_with_extra_kv():
+    """Decode's attention (cache without the new slot + the new key/value apart) equals attention over all slots."""
+    from qwen3_jax.ops.attention import dot_product_attention
+
+    rng = np.random.default_rng(0)
+    B, N, K, H, S = 2, 4, 2, 8, 6
+    q = jnp.asarray(rng.standard_normal((B, 1, N, H)), jnp.float32)
+    k = jnp.asarray(rng.standard_normal((B, S, K, H)), jnp.float32)
+    v = jnp.asarray(rng.standard_normal((B, S, K, H)), jnp.float32)
+    write_at = jnp.asarray([3, 5])
+    mask = (jnp.arange(S)[None, None, :] <= write_at[:, None, None]).at[0, 0, 1].set(False)  # [B, 1, S]
+    full = dot_product_attention(q, k, v, mask, 0.3)
+    slot = jnp.arange(S) == write_at[:, None, None]
+    k_new = jnp.take_along_axis(k, write_at[:, None, None, None], axis=1)
+    v_new = jnp.take_along_axis(v, write_at[:, None, None, None], axis=1)
+    stale = jnp.where(slot[:, 0, :, None, None], 100.0, k)  # whatever the cache holds at the slot is ignored
+    cache_k, cache_v = stale.transpose(0, 2, 1, 3), v.transpose(0, 2, 3, 1)  # the cache layout
+    split = dot_product_attention(q, cache_k, cache_v, mask & ~slot, 0.3, "cache", (k_new, v_new, jnp.ones((B, 1, 1), bool)))
+    np.testing.assert_allclose(np.asarray(split), np.asarray(full), rtol=1e-5, atol=1e-6)

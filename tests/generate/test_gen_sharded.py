@@ -38,11 +38,11 @@ def test_sharded_matches_single_device(spec, layout, reference):
     run = engine.start(PROMPTS, max_new_tokens=16, sampling=SAMPLING, stop_tokens=[])
     cache = run.state["cache"]["layers"]
     cache = cache["k"] if layout == "stacked" else cache[0]["k"]
-    if layout == "split":  # the per-layer [in, out] matrices keep the params' sharding
+    if layout == "split":  # the per-layer [out, in] matrices keep the params' sharding
         def axes(spec):
             return {a for entry in spec if entry for a in ((entry,) if isinstance(entry, str) else entry)}
-        w = engine.params["layers"][0]["self_attn"]["k_proj"]["w"]
-        assert w.shape == (k.shape[1], k.shape[2] * k.shape[3])
+        w = engine.params["layers"][0]["self_attn"]["k_proj"]["w_t"]
+        assert w.shape == (k.shape[2] * k.shape[3], k.shape[1])
         assert len(w.sharding.device_set) == 8 and axes(w.sharding.spec) == axes(k.sharding.spec[1:])
     # the cache follows the logical rules: batch over data, KV heads over tensor when they divide
     spec_str = str(cache.sharding.spec)
