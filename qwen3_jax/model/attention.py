@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from qwen3_jax.config import Qwen3Config
 from qwen3_jax.model.layers import Einsum, RMSNorm
 from qwen3_jax.model.rope import apply_rope
-from qwen3_jax.ops.attention import dot_product_attention
+from qwen3_jax.ops.attention import dot_product_attention, prefix_attention
 
 
 def update_cache(cache: dict[str, jax.Array], k: jax.Array, v: jax.Array, write_at: jax.Array):
@@ -101,6 +101,12 @@ class Attention(nn.Module):
             # overwritten in place. Without the dependency XLA copies each cache to be safe.
             dep = (out[:, :, :1, :1] * 0).astype(k.dtype)
             cache = update_cache(cache, k + dep, v + dep, write_at)
+        elif q.shape[1] == cache["k"].shape[-2]:
+            # The call fills the whole cache (the engine's prefill; the only slot it can start at is
+            # 0): attend over k, v as computed, block-causally, instead of reading them back out of
+            # the cache's layout.
+            out = prefix_attention(q, k, v, mask, scale)
+            cache = update_cache(cache, k, v, write_at)
         else:
             cache = update_cache(cache, k, v, write_at)
             out = dot_product_attention(q, cache["k"], cache["v"], mask, scale, "cache")

@@ -105,3 +105,20 @@ def test_attention_with_extra_kv():
     cache_k, cache_v = stale.transpose(0, 2, 1, 3), v.transpose(0, 2, 3, 1)  # the cache layout
     split = dot_product_attention(q, cache_k, cache_v, mask & ~slot, 0.3, "cache", (k_new, v_new, jnp.ones((B, 1, 1), bool)))
     np.testing.assert_allclose(np.asarray(split), np.asarray(full), rtol=1e-5, atol=1e-6)
+
+
+def test_prefix_attention_matches_full():
+    """Block-causal prefill attention (keys cut at each query block's end) equals the full product."""
+    from qwen3_jax.ops.attention import causal_mask, dot_product_attention, prefix_attention
+
+    rng = np.random.default_rng(1)
+    B, T, N, K, H = 2, 300, 4, 2, 8  # blocks of 128: [0, 128), [128, 256), [256, 300)
+    q, k, v = (jnp.asarray(rng.standard_normal((B, T, n, H)), jnp.float32) for n in (N, K, K))
+    valid = jnp.asarray(np.arange(T)[None, :] < np.array([[T], [200]]))  # row 1 padded after 200
+    mask = causal_mask(jnp.broadcast_to(jnp.arange(T), (B, T)), valid)
+    full = np.asarray(dot_product_attention(q, k, v, mask, 0.3))
+    got = np.asarray(prefix_attention(q, k, v, mask, 0.3))
+    np.testing.assert_allclose(got, full, rtol=1e-5, atol=1e-6)  # every query sees key 0 here
+    short = np.asarray(prefix_attention(q[:, :100], k[:, :100], v[:, :100], mask[:, :100, :100], 0.3))
+    np.testing.assert_array_equal(short, np.asarray(dot_product_attention(q[:, :100], k[:, :100], v[:, :100],
+                                                                          mask[:, :100, :100], 0.3)))
