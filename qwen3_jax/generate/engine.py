@@ -165,7 +165,7 @@ class Engine:
         else:
             self.fwd = LAYOUTS[layout](model.module)
         self._params = None
-        self._prefill = jax.jit(self._prefill_impl, static_argnums=(0, 1, 2))
+        self._prefill = jax.jit(self._prefill_impl, static_argnums=(0, 1, 2), compiler_options=self.fwd.prefill_options)
         self._decode = jax.jit(self._decode_impl, static_argnums=(0,), donate_argnums=(2,))
 
     @classmethod

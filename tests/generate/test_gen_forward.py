@@ -122,3 +122,20 @@ def test_prefix_attention_matches_full():
     short = np.asarray(prefix_attention(q[:, :100], k[:, :100], v[:, :100], mask[:, :100, :100], 0.3))
     np.testing.assert_array_equal(short, np.asarray(dot_product_attention(q[:, :100], k[:, :100], v[:, :100],
                                                                           mask[:, :100, :100], 0.3)))
+
+
+def test_bf16_prefill_options():
+    """bf16 prefill compiles with YNNPACK dots on CPU and picks the same first tokens as the default compile."""
+    from qwen3_jax.generate import GREEDY, Engine
+
+    assert Split(qwen3_jax.load("tiny-dense").module).prefill_options is None  # float32: the defaults
+    model = qwen3_jax.load("tiny-dense", "bfloat16")
+    engine = Engine(model, layout="split")
+    assert engine.fwd.prefill_options == {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_DOT"}
+    prompts = np.random.default_rng(3).integers(0, 150_000, (3, 40)).tolist()
+    first = [r[0] for r in engine.start(prompts, max_new_tokens=1, sampling=GREEDY, stop_tokens=[]).tokens()]
+    fwd, params = engine.fwd, engine.params
+    ids = jnp.asarray(prompts, jnp.int32)
+    out = jax.jit(lambda p: fwd.apply(p, ids, jnp.ones((3, 40), bool), fwd.init_cache(3, 40), jnp.zeros((3,), jnp.int32),
+                                      jnp.full((3,), 39)))(params)  # default compile options
+    assert first == np.asarray(out.logits[:, 0].argmax(-1)).tolist()
