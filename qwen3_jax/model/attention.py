@@ -27,24 +27,14 @@ def update_cache(cache: dict[str, jax.Array], k: jax.Array, v: jax.Array, write_
     transposed cache for every layer at every decode step. Each row is one in-place slice update.
     """
     dtype = cache["k"].dtype
-    # With several rows XLA:CPU updates a bfloat16 buffer by converting all of it to float32 and
-    # back for each row; as 16-bit integers (the same bits) the updates stay in place. (A single
-    # row's update is cheaper as it is.)
-    bits = jnp.uint16 if dtype.itemsize == 2 and k.shape[0] > 1 else None
-    kc, vc = (c if bits is None else jax.lax.bitcast_convert_type(c, bits) for c in (cache["k"], cache["v"]))
-
-    def prep(x, perm):
-        x = x.astype(dtype).transpose(perm)
-        return x if bits is None else jax.lax.bitcast_convert_type(x, bits)
-
-    k, v = prep(k, (0, 2, 1, 3)), prep(v, (0, 2, 3, 1))  # [B, K, T, H], [B, K, H, T]
+    kc, vc = cache["k"], cache["v"]
+    k = k.astype(dtype).transpose(0, 2, 1, 3)  # [B, K, T, H]
+    v = v.astype(dtype).transpose(0, 2, 3, 1)  # [B, K, H, T]
     zero = jnp.zeros((), jnp.int32)
     for b in range(k.shape[0]):  # one in-place slice update per row (B is static and small)
         at = write_at[b].astype(jnp.int32)
         kc = jax.lax.dynamic_update_slice(kc, k[b:b + 1], (b, zero, at, zero))
         vc = jax.lax.dynamic_update_slice(vc, v[b:b + 1], (b, zero, zero, at))
-    if bits is not None:
-        kc, vc = jax.lax.bitcast_convert_type(kc, dtype), jax.lax.bitcast_convert_type(vc, dtype)
     return {"k": kc, "v": vc}
 
 
