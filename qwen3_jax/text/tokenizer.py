@@ -63,14 +63,19 @@ def _write_atomic(path: Path, text: str) -> None:
         raise
 
 
-def qwen3_tokenizer_config() -> dict[str, Any]:
+def qwen3_tokenizer_config(first_added_id: int = build.NUM_BPE_TOKENS) -> dict[str, Any]:
     """Returns the ``tokenizer_config.json`` of the released Qwen3 checkpoints (FACTS §3).
+
+    Args:
+        first_added_id: id of ``<|endoftext|>``, the first of the 26 added tokens
+            (151,643 for Qwen's vocabulary; smaller for a tokenizer trained by
+            ``qwen3_jax.text.train_bpe``).
 
     Returns:
         A JSON-serialisable dict, chat template included.
     """
     added = {
-        str(build.NUM_BPE_TOKENS + i): {
+        str(first_added_id + i): {
             "content": content, "lstrip": False, "normalized": False, "rstrip": False,
             "single_word": False, "special": special,
         }
