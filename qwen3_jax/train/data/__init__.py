@@ -1,0 +1,50 @@
+"""The pretraining data pipeline, on grain: read, tokenize, mix, pack, shard, checkpoint.
+
+Interface for the trainer::
+
+    from qwen3_jax.train.data import DataConfig, build_data
+
+    cfg = DataConfig.from_dict(yaml_data_section, seq_len=4096, batch_size=256, seed=0)
+    it = build_data(cfg, tokenizer, process_index=jax.process_index(),
+                    process_count=jax.process_count())
+    batch = next(it)        # dict of numpy int32 arrays, each [batch_size / process_count, seq_len]
+    state = it.get_state()  # UTF-8 JSON bytes; it.set_state(state) resumes exactly after this batch
+
+`DataConfig` fields: `sources` (list of `SourceConfig` or mappings
+`{path, kind, weight, text_field, pattern, min_tokens, max_tokens, name}`), `seq_len`,
+`batch_size` (global rows), `seed`, `num_shards`, `append_eos`, `packer`, `packing_bins`,
+`read_threads`, `prefetch`, `worker_processes` (see `config.DataConfig`).
+
+A batch holds:
+  tokens       the packed token ids (padding 0);
+  segment_ids  1, 2, ... for the documents of a row in order, 0 on padding: a token may attend only
+               to earlier tokens of the same segment id;
+  positions    the position of each token in its document (restarting at 0; 0 on padding);
+  targets      the next token of the same document, 0 where there is none;
+  loss_mask    1 where `targets` is a real next token (not padding, not a document's last token
+               in the row), else 0. The trainer's loss is the mean over loss_mask.
+
+The pipeline, per data shard: each source's documents are sliced to the shard
+(`[shard::num_shards]`), shuffled with a seed derived from (`seed`, source, shard) and reshuffled every
+epoch, tokenized with `tokenizer.encode` plus `<|endoftext|>` (`append_eos`), filtered to the source's
+token bounds, mixed over sources in proportion to their weights (grain's deterministic interleave,
+counted in documents), cut into pieces of at most `seq_len` (no token is dropped), packed by grain's
+first-fit packer and batched. A process owns a contiguous block of shards and concatenates their
+rows; so the global batch is the same whatever the number of processes reading it, as long as
+`num_shards` is fixed (it defaults to the process count).
+
+Resuming: save `it.get_state()` with the checkpoint (or pass `it` to
+`grain.checkpoint.CheckpointSave` / `CheckpointRestore` in an orbax `Composite`); after
+`set_state`, the batches are the ones an uninterrupted run would have seen. A state only restores
+onto the same shard layout (process count, num_shards, batch_size, seq_len); otherwise a DataError.
+
+`synthetic.write_corpus` writes the tiny deterministic corpus the tiny stage configs train on.
+"""
+
+from qwen3_jax.train.data.arrayrecord import write_tokenized
+from qwen3_jax.train.data.config import KINDS, DataConfig, DataError, SourceConfig
+from qwen3_jax.train.data.iterator import DataIterator
+from qwen3_jax.train.data.pipeline import build_data, open_source
+
+__all__ = ["KINDS", "DataConfig", "DataError", "DataIterator", "SourceConfig", "build_data",
+           "open_source", "write_tokenized"]
