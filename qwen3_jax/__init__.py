@@ -16,7 +16,7 @@ from qwen3_jax.config import ConfigError, Qwen3Config, RopeScaling
 from qwen3_jax.generate.sampling import GREEDY, NON_THINKING, THINKING, Sampling
 from qwen3_jax.checkpoint.safetensors_io import CheckpointError
 from qwen3_jax.losses import RouterStats, global_batch_balance_loss, load_balancing_loss, router_stats
-from qwen3_jax.router_stats import router_statistics
+from qwen3_jax.router_metrics import router_statistics
 from qwen3_jax.model.params import init_params, param_count
 from qwen3_jax.model.transformer import Output, Qwen3, init_cache
 from qwen3_jax.presets import PRESETS, get_preset

@@ -18,9 +18,10 @@ from jax.sharding import Mesh
 
 from qwen3_jax.checkpoint.hf_load import load_hf_params
 from qwen3_jax.config import Qwen3Config
-from qwen3_jax.model.params import init_params, mesh_context, param_count, shard_params
+from qwen3_jax.model.params import init_params, param_count
 from qwen3_jax.model.transformer import Output, Qwen3
 from qwen3_jax.presets import PRESETS, get_preset
+from qwen3_jax.sharding.placement import mesh_context, shard_params
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 

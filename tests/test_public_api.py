@@ -1,11 +1,29 @@
 """Every public name of `qwen3_jax` imports and is what the README promises."""
 
+import types
+
 import qwen3_jax
+from qwen3_jax import losses, sharding
+from qwen3_jax.sharding import placement
 
 
 def test_all_public_names_resolve():
+    # Every exported name is a function, class or constant, never a submodule that shadowed it
+    # (only `chat` is meant to be a module: `qwen3_jax.chat.render(...)`).
     for name in qwen3_jax.__all__:
-        assert getattr(qwen3_jax, name) is not None, name
+        value = getattr(qwen3_jax, name)
+        assert isinstance(value, types.ModuleType) == (name == "chat"), (name, value)
+
+
+def test_router_stats_is_the_loss_function_not_a_module():
+    assert qwen3_jax.router_stats is losses.router_stats
+    assert callable(qwen3_jax.router_statistics)
+
+
+def test_sharding_helpers_live_in_sharding():
+    for name in ("mesh_rules", "param_shardings", "shard_params", "mesh_context", "logical_axes"):
+        assert getattr(placement, name).__module__ == "qwen3_jax.sharding.placement", name
+    assert sharding.rules.mesh_axis_sizes(None) == {}  # no context mesh outside `jax.set_mesh`
 
 
 def test_readme_entry_points_exist():

@@ -29,6 +29,7 @@ from jax.sharding import Mesh, SingleDeviceSharding
 from qwen3_jax.checkpoint.hf_mapping import param_shapes
 from qwen3_jax.checkpoint.safetensors_io import CheckpointError
 from qwen3_jax.config import Qwen3Config
+from qwen3_jax.sharding.placement import param_shardings
 
 PARAMS_DIR = "params"
 CONFIG_FILE = "qwen3_config.json"
@@ -178,8 +179,6 @@ def _target_shardings(cfg: Qwen3Config, mesh: Mesh | None) -> dict[Path, Any]:
     if mesh is None:
         one = SingleDeviceSharding(jax.devices()[0])
         return {p: one for p in param_shapes(cfg)}
-    from qwen3_jax.model.params import param_shardings
-
     flat = jax.tree_util.tree_leaves_with_path(param_shardings(cfg, mesh))
     return {tuple(str(getattr(k, "key", k)) for k in kp): s for kp, s in flat}
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from typing import Sequence
 
@@ -25,7 +24,8 @@ import numpy as np
 from qwen3_jax.generate import loop
 from qwen3_jax.generate.forward import LAYOUTS
 from qwen3_jax.generate.sampling import Sampling, vocab_limit
-from qwen3_jax.model.params import mesh_context
+from qwen3_jax.sharding.placement import mesh_context
+from qwen3_jax.sharding.rules import batch_multiple
 
 # <|im_end|> ends a chat turn, <|endoftext|> a document (FACTS §2.1).
 QWEN3_STOP_TOKENS = (151645, 151643)
@@ -202,11 +202,7 @@ class Engine:
 
     # -------------------------------------------------------------- host side
     def _batch_multiple(self) -> int:
-        mesh = self.model.mesh
-        if mesh is None:
-            return 1
-        sizes = dict(zip(mesh.axis_names, mesh.devices.shape))
-        return math.prod(sizes.get(a, 1) for a in ("data", "fsdp", "expert"))
+        return 1 if self.model.mesh is None else batch_multiple(self.model.mesh)
 
     def check_fits(self, prompt_length: int) -> None:
         """Raises ContextError when a prompt leaves no room for one new token."""

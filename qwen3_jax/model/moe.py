@@ -10,7 +10,7 @@ computation runs expert-parallel (`ops/expert_parallel.py`: experts split over `
 exchanged with all-to-all); otherwise the single-device path runs. Only the expert-parallel path
 has a capacity (`capacity_factor`, None = dropless); it reports the token copies it dropped by
 sowing `dropped_copies` and `routed_copies` (int32 scalars) into the "intermediates" collection,
-read them with `router_stats.collect_drops` after `apply(..., mutable=["intermediates"])`.
+read them with `router_metrics.collect_drops` after `apply(..., mutable=["intermediates"])`.
 """
 
 from __future__ import annotations

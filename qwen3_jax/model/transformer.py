@@ -28,6 +28,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from qwen3_jax.config import Qwen3Config, layer_segments
 from qwen3_jax.model.block import DecoderLayer
@@ -185,3 +186,16 @@ def init_cache(config: Qwen3Config, batch: int, length: int, dtype=jnp.bfloat16)
                    "v": jnp.zeros((seg.length, batch, K, H, length), dtype)}
         for seg in layer_segments(config)
     }
+
+
+# NumPy, not jnp: creating a JAX array at import would start the backends (and fix the device count).
+DUMMY_IDS = np.zeros((1, 1), np.int32)
+
+
+def abstract_variables(config: Qwen3Config, param_dtype=jnp.float32):
+    """Boxed abstract params (ShapeDtypeStructs inside LogicallyPartitioned) from `jax.eval_shape`.
+
+    Nothing is allocated; the boxes carry each param's logical axis names.
+    """
+    model = Qwen3(config, param_dtype=param_dtype, dtype=param_dtype)
+    return jax.eval_shape(model.init, jax.random.key(0), DUMMY_IDS)["params"]

@@ -2,7 +2,7 @@
 
 Meshes and axis types. JAX 0.10 gives `jax.make_mesh` *Explicit* axis types by default (shardings
 in array types). We deliberately build every mesh with `AxisType.Auto` (`sharding.mesh.make_mesh`)
-and enter it with `jax.set_mesh` (`model.params.mesh_context`): Flax Linen's logical constraints
+and enter it with `jax.set_mesh` (`sharding.placement.mesh_context`): Flax Linen's logical constraints
 only work on Auto axes with a context mesh. The MoE layer reads that context mesh with
 `jax.sharding.get_abstract_mesh()` and, when it has an `expert` axis of size > 1, runs its expert
 computation in `jax.shard_map` over it, so that the token exchange is written out explicitly instead
@@ -22,8 +22,8 @@ Inside the shard_map, per device (one shard of tokens, E / ep local experts):
 5. send the results back with the reverse all-to-all, un-permute and combine with the routing
    weights exactly as the single-device `ops.moe.sparse_moe` does.
 
-Tokens are sharded over every batch-like mesh axis present (data, fsdp, expert, sequence); the
-all-to-all runs over `expert` only. Expert weights enter with their parameter sharding
+Tokens are sharded over every batch-like mesh axis present (`sharding.rules.token_axes`: data,
+fsdp, expert, sequence); the all-to-all runs over `expert` only. Expert weights enter with their parameter sharding
 ("expert" -> expert, "embed" -> fsdp, "moe_mlp" -> tensor); the fsdp shards of the *local* experts
 are all-gathered (each device needs the full D of its experts), never the expert axis.
 
@@ -49,17 +49,11 @@ import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
 
 from qwen3_jax.ops import moe as moe_ops
+from qwen3_jax.ops.expert_parallel_local import combine, dispatch_plan, gather_weights, local_expert_ffn
+from qwen3_jax.ops.expert_parallel_ragged import local_ragged
+from qwen3_jax.sharding.rules import mesh_axis_sizes, token_axes as mesh_token_axes
 
-TOKEN_AXES = ("data", "fsdp", "expert", "sequence")
 DISPATCHES = ("auto", "fixed", "ragged", "ragged_emulated")
-
-
-def mesh_axis_sizes(mesh=None) -> dict[str, int]:
-    """{axis name: size} of `mesh` (default: the context mesh set by `jax.set_mesh`)."""
-    mesh = jax.sharding.get_abstract_mesh() if mesh is None else mesh
-    if mesh is None or getattr(mesh, "empty", False):
-        return {}
-    return dict(zip(mesh.axis_names, mesh.axis_sizes))
 
 
 def expert_axis_size(mesh=None) -> int:
@@ -93,109 +87,10 @@ def capacity_per_destination(local_tokens: int, top_k: int, num_experts: int, ep
     return max(1, min(dropless, math.ceil(capacity_factor * local_tokens * top_k / ep)))
 
 
-def dispatch_plan(ids: jax.Array, valid: jax.Array, num_experts: int, ep: int, capacity: int):
-    """Where each token copy goes in the [ep, capacity] send buffer.
-
-    Args:
-      ids: [n, k] expert ids of the local tokens.
-      valid: [n] bool; invalid (padding) tokens are neither sent nor counted.
-      num_experts, ep: E and the expert-axis size; device d holds experts d·E/ep .. (d+1)·E/ep - 1.
-      capacity: rows per destination.
-
-    Returns:
-      dict with
-        order [n·k]: sorted position -> copy index (token · k + slot);
-        sorted_e [n·k]: expert of each sorted copy (E for invalid tokens);
-        slot [n·k]: row of the flat send buffer [ep · capacity] (ep · capacity when not sent);
-        keep [n·k]: copy is sent;
-        counts [E]: copies routed to each expert (before any drop);
-        dropped: int32 number of valid copies that did not fit.
-    """
-    n, k = ids.shape
-    local = num_experts // ep
-    flat = jnp.where(valid[:, None], ids, num_experts).reshape(-1)
-    order = jnp.argsort(flat, stable=True)
-    sorted_e = flat[order]
-    counts = jnp.bincount(flat, length=num_experts + 1)[:num_experts].astype(jnp.int32)
-    per_dest = counts.reshape(ep, local).sum(axis=1)
-    dest_start = jnp.cumsum(per_dest) - per_dest
-    live = sorted_e < num_experts
-    dest = jnp.minimum(sorted_e // local, ep - 1)
-    pos = jnp.arange(n * k, dtype=jnp.int32) - dest_start[dest]
-    keep = live & (pos < capacity)
-    slot = jnp.where(keep, dest * capacity + pos, ep * capacity)
-    dropped = jnp.sum(live & ~keep).astype(jnp.int32)
-    return dict(order=order, sorted_e=sorted_e, slot=slot, keep=keep, counts=counts, dropped=dropped)
-
-
-def _make_varying(arrays, axes):
-    """Marks each array as varying over `axes` (no-op in the forward pass).
-
-    Inside shard_map, using a value that is invariant over an axis in a computation that varies
-    over it inserts an implicit cast whose transpose is a `psum` over that axis. Casting up front
-    keeps those psums out of `lax.cond` branches, where devices taking different branches would
-    wait on each other forever.
-    """
-    out = []
-    for a in arrays:
-        missing = tuple(ax for ax in axes if ax not in moe_ops.varying_axes(a))
-        out.append(jax.lax.pcast(a, missing, to="varying") if missing else a)
-    return out
-
-
-def local_expert_ffn(rows: jax.Array, row_e: jax.Array, wg, wu, wd, impl: str, tm: int | None = None):
-    """SwiGLU of each row with its local expert; rows with `row_e == E_l` (empty) give zeros.
-
-    Args:
-      rows: [M, D] rows in any order.
-      row_e: [M] local expert id of each row, or E_l for an empty row.
-      wg, wu: [E_l, D, F]; wd: [E_l, F, D] (F may be a tensor-parallel shard).
-      impl: "tiled", "ragged" or "dense" (see `ops.moe`).
-      tm: tile height of the tiled path (default: from the row count).
-    """
-    M = rows.shape[0]
-    El = wg.shape[0]
-    used = row_e < El
-    rows, wg, wu, wd = _make_varying((rows, wg, wu, wd), moe_ops.varying_axes(rows, wg, wu, wd))
-    if impl == "dense":
-        outs = jax.vmap(lambda g, u, d: moe_ops._swiglu(rows, g, u, d))(wg, wu, wd)  # [E_l, M, D]
-        pick = jax.nn.one_hot(row_e, El, dtype=rows.dtype)  # empty rows pick nothing
-        return jnp.einsum("ME,EMD->MD", pick, outs.astype(rows.dtype))
-    order = jnp.argsort(row_e, stable=True)  # empty rows last
-    sorted_e = row_e[order]
-    sizes = jnp.bincount(row_e, length=El + 1)[:El].astype(jnp.int32)
-    xs = rows[order]
-    if impl == "tiled":
-        # Empty rows are clipped to the last expert but lie past every group (sizes excludes them),
-        # so they land in padding or in tiles that are skipped; their outputs are masked below.
-        ys = moe_ops.grouped_ffn_tiled(xs, jnp.minimum(sorted_e, El - 1), sizes, wg, wu, wd, tm=tm)
-    elif impl == "ragged":
-        ys = moe_ops.grouped_ffn_ragged(xs, sizes, wg, wu, wd)
-    else:
-        raise ValueError(f"unknown expert implementation {impl!r}")
-    out = jnp.zeros((M, ys.shape[-1]), rows.dtype).at[order].set(ys.astype(rows.dtype))
-    return jnp.where(used[:, None], out, 0)
-
-
-def _gather_weights(wg, wu, wd, fsdp: str | None):
-    """All-gathers the fsdp shards (the D dim) of the local experts; the expert dim stays local."""
-    if fsdp is None:
-        return wg, wu, wd
-    return (jax.lax.all_gather(wg, fsdp, axis=1, tiled=True), jax.lax.all_gather(wu, fsdp, axis=1, tiled=True),
-            jax.lax.all_gather(wd, fsdp, axis=2, tiled=True))
-
-
-def _combine(sorted_out, plan, weights):
-    """Un-permutes the per-copy outputs [n·k, D] (sorted order) and sums them with the routing weights."""
-    n, k = weights.shape
-    copies = jnp.zeros(sorted_out.shape, sorted_out.dtype).at[plan["order"]].set(sorted_out)
-    return jnp.einsum("NKD,NK->ND", copies.reshape(n, k, -1), weights)
-
-
 def _local_fixed(x, logits, valid, wg, wu, wd, *, top_k, norm_topk_prob, capacity_factor, impl, ep,
                  fsdp, tensor, token_axes):
     """Per-device body of the fixed-size all-to-all dispatch (see the module docstring)."""
-    wg, wu, wd = _gather_weights(wg, wu, wd, fsdp)
+    wg, wu, wd = gather_weights(wg, wu, wd, fsdp)
     El = wg.shape[0]
     E = El * ep
     weights, ids = moe_ops.route(logits, top_k, norm_topk_prob, x.dtype)
@@ -218,7 +113,7 @@ def _local_fixed(x, logits, valid, wg, wu, wd, *, top_k, norm_topk_prob, capacit
     back = jax.lax.all_to_all(out.reshape(ep, C, D), "expert", 0, 0, tiled=True).reshape(ep * C, D)
 
     sorted_out = jnp.where(plan["keep"][:, None], back[jnp.minimum(plan["slot"], ep * C - 1)], 0)
-    y = _combine(sorted_out, plan, weights)
+    y = combine(sorted_out, plan, weights)
     return y, jax.lax.psum(plan["dropped"], token_axes)
 
 
@@ -252,7 +147,7 @@ def expert_parallel_moe(x: jax.Array, router_logits: jax.Array, wg: jax.Array, w
         raise ValueError("expert_parallel_moe needs a mesh with an `expert` axis of size > 1")
     if E % ep:
         raise ValueError(f"{E} experts cannot be split evenly over an expert axis of size {ep}")
-    token_axes = tuple(a for a in TOKEN_AXES if sizes.get(a, 1) > 1)
+    token_axes = mesh_token_axes(mesh)
     shards = math.prod(sizes[a] for a in token_axes)
     fsdp = "fsdp" if sizes.get("fsdp", 1) > 1 else None
     tensor = "tensor" if sizes.get("tensor", 1) > 1 else None
@@ -274,9 +169,7 @@ def expert_parallel_moe(x: jax.Array, router_logits: jax.Array, wg: jax.Array, w
     if kind == "fixed":
         body = functools.partial(_local_fixed, **kw)
     else:
-        from qwen3_jax.ops import expert_parallel_ragged as ragged
-
-        body = functools.partial(ragged.local_ragged, emulate=(kind == "ragged_emulated"), **kw)
+        body = functools.partial(local_ragged, emulate=(kind == "ragged_emulated"), **kw)
     tok = P(token_axes or None, None)
     w_in, w_out = P("expert", fsdp, tensor), P("expert", tensor, fsdp)
     y, dropped = jax.shard_map(body, mesh=mesh, in_specs=(tok, tok, P(token_axes or None), w_in, w_in, w_out),

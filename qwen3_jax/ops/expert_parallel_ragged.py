@@ -32,7 +32,7 @@ import jax
 import jax.numpy as jnp
 
 from qwen3_jax.ops import moe as moe_ops
-from qwen3_jax.ops.expert_parallel import _combine, _gather_weights, dispatch_plan, local_expert_ffn
+from qwen3_jax.ops.expert_parallel_local import combine, dispatch_plan, gather_weights, local_expert_ffn
 
 
 def receive_rows(local_tokens: int, top_k: int, num_experts: int, ep: int, capacity_factor: float | None) -> int:
@@ -107,7 +107,7 @@ def local_ragged(x, logits, valid, wg, wu, wd, *, top_k, norm_topk_prob, capacit
     """Per-device body of the ragged dispatch (arguments as in `expert_parallel._local_fixed`)."""
     a2a = (lambda *a: emulated_ragged_all_to_all(*a, axis_name="expert")) if emulate else (
         lambda *a: jax.lax.ragged_all_to_all(*a, axis_name="expert"))
-    wg, wu, wd = _gather_weights(wg, wu, wd, fsdp)
+    wg, wu, wd = gather_weights(wg, wu, wd, fsdp)
     El = wg.shape[0]
     E = El * ep
     n, D = x.shape
@@ -130,6 +130,6 @@ def local_ragged(x, logits, valid, wg, wu, wd, *, top_k, norm_topk_prob, capacit
     dest = jnp.minimum(plan["sorted_e"] // El, ep - 1)
     pos = jnp.arange(n * top_k, dtype=jnp.int32) - rp["send_start"][dest]
     kept = live & (pos < rp["accepted"][dest])
-    y = _combine(jnp.where(kept[:, None], back, 0), plan, weights)
+    y = combine(jnp.where(kept[:, None], back, 0), plan, weights)
     dropped = (jnp.sum(live) - jnp.sum(kept)).astype(jnp.int32)
     return y, jax.lax.psum(dropped, token_axes)

@@ -11,7 +11,10 @@ Parameters use `embed` for the model dimension (sharded by FSDP); activations us
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
+
+import jax
 
 MESH_AXES = ("data", "fsdp", "expert", "tensor", "sequence")
 
@@ -41,6 +44,41 @@ RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
 )
 
 
+def mesh_axis_sizes(mesh=None) -> dict[str, int]:
+    """{axis name: size} of `mesh`; by default the context mesh set by `jax.set_mesh` ({} when none).
+
+    Works for concrete meshes and for the abstract mesh seen inside a trace.
+    """
+    mesh = jax.sharding.get_abstract_mesh() if mesh is None else mesh
+    if mesh is None or getattr(mesh, "empty", False):
+        return {}
+    return dict(zip(mesh.axis_names, mesh.axis_sizes))
+
+
+def _rule_axes(logical: str, rules=RULES) -> tuple[str, ...]:
+    target = dict(rules)[logical]
+    return () if target is None else ((target,) if isinstance(target, str) else tuple(target))
+
+
+def batch_axes(mesh=None, rules=RULES) -> tuple[str, ...]:
+    """Mesh axes of size > 1 that split the batch (the `batch` rule), outermost first."""
+    sizes = mesh_axis_sizes(mesh)
+    return tuple(a for a in _rule_axes("batch", rules) if sizes.get(a, 1) > 1)
+
+
+def token_axes(mesh=None, rules=RULES) -> tuple[str, ...]:
+    """Mesh axes of size > 1 that split tokens once batch and length are flattened (`batch`, then `length`)."""
+    sizes = mesh_axis_sizes(mesh)
+    axes = _rule_axes("batch", rules) + _rule_axes("length", rules)
+    return tuple(a for a in axes if sizes.get(a, 1) > 1)
+
+
+def batch_multiple(mesh=None, rules=RULES) -> int:
+    """Number of batch shards: a sharded batch is padded to a multiple of this."""
+    sizes = mesh_axis_sizes(mesh)
+    return math.prod(sizes[a] for a in batch_axes(mesh, rules))
+
+
 def rules_for_mesh(mesh, rules=RULES, *, sizes: dict[str, int] | None = None):
     """Restricts `rules` to the axes `mesh` has, and to the splits the model's sizes allow.
 
@@ -51,12 +89,12 @@ def rules_for_mesh(mesh, rules=RULES, *, sizes: dict[str, int] | None = None):
         is not divisible by its mesh axes is replicated instead: with `tensor=8` and 4 KV heads the KV
         heads are replicated rather than failing.
     """
-    names = set(mesh.axis_names) if mesh is not None else set()
-    mesh_sizes = dict(zip(mesh.axis_names, mesh.devices.shape)) if mesh is not None else {}
+    mesh_sizes = mesh_axis_sizes(mesh) if mesh is not None else {}
+    names = set(mesh_sizes)
     sizes = sizes or {}
     out = []
     for logical, target in rules:
-        axes = () if target is None else ((target,) if isinstance(target, str) else tuple(target))
+        axes = _rule_axes(logical, ((logical, target),))
         kept = tuple(a for a in axes if a in names)
         if logical in sizes:
             split = 1

@@ -12,7 +12,7 @@ from ckpt_helpers import IDS, bits, hf_logits, make_hf_dir, read_all
 from qwen3_jax.checkpoint import orbax_io
 from qwen3_jax.checkpoint.convert import convert
 from qwen3_jax.checkpoint.export import export
-from qwen3_jax.model.params import param_shardings
+from qwen3_jax.sharding.placement import param_shardings
 from qwen3_jax.sharding.mesh import make_mesh
 
 MESHES = {"dense": "data=2,tensor=4", "moe": "expert=4,tensor=2"}

@@ -8,7 +8,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import qwen3_jax
-from qwen3_jax.model.params import logical_axes, param_shardings
+from qwen3_jax.sharding.placement import logical_axes, param_shardings
 from qwen3_jax.model.transformer import Qwen3
 
 SMALL_MOE = qwen3_jax.PRESETS["tiny-moe"].replace(vocab_size=512, num_hidden_layers=3, num_attention_heads=8,
@@ -62,7 +62,7 @@ def test_sharded_forward_equals_one_device(spec):
     params = qwen3_jax.init_params(SMALL_MOE, seed=0)
     ref = qwen3_jax.Model(SMALL_MOE, params).logits(IDS)
     mesh = qwen3_jax.make_mesh(spec)
-    model = qwen3_jax.Model(SMALL_MOE, qwen3_jax.model.params.shard_params(params, SMALL_MOE, mesh), mesh=mesh)
+    model = qwen3_jax.Model(SMALL_MOE, qwen3_jax.sharding.placement.shard_params(params, SMALL_MOE, mesh), mesh=mesh)
     got = model.logits(IDS)
     np.testing.assert_allclose(np.asarray(got), np.asarray(ref), atol=2e-5, rtol=1e-5)
 
@@ -71,7 +71,7 @@ def test_constraints_reach_the_compiled_program():
     mesh = qwen3_jax.make_mesh("data=2,tensor=4")
     params = qwen3_jax.init_params(SMALL_MOE, seed=0, mesh=mesh)
     model = qwen3_jax.Model(SMALL_MOE, params, mesh=mesh)
-    with qwen3_jax.model.params.mesh_context(SMALL_MOE, mesh):
+    with qwen3_jax.sharding.placement.mesh_context(SMALL_MOE, mesh):
         hlo = model._forward.lower(params, jnp.asarray(IDS), None, None).as_text()
     assert hlo.count("sharding_constraint") + hlo.count("Sharding") > 0
 

@@ -15,7 +15,7 @@ import qwen3_jax
 import qwen3_jax.testing
 from qwen3_jax.losses import (RouterStats, balance_loss_term, global_batch_balance_loss, load_balancing_loss,
                               psum_router_stats, router_stats, sharded_balance_loss)
-from qwen3_jax.router_stats import collect_drops, router_statistics
+from qwen3_jax.router_metrics import collect_drops, router_statistics
 
 L, B, T, E, K = 2, 8, 6, 8, 2
 

@@ -14,11 +14,11 @@ import pytest
 
 import qwen3_jax
 from qwen3_jax.model.moe import MoE
-from qwen3_jax.model.params import mesh_context, shard_params
+from qwen3_jax.sharding.placement import mesh_context, shard_params
 from qwen3_jax.model.transformer import Qwen3
 from qwen3_jax.ops import moe as moe_ops
 from qwen3_jax.ops.expert_parallel import expert_parallel_moe
-from qwen3_jax.router_stats import collect_drops
+from qwen3_jax.router_metrics import collect_drops
 from qwen3_jax.testing import SMALL_MOE
 
 CFG = qwen3_jax.Qwen3Config(**{**SMALL_MOE, "num_hidden_layers": 2})

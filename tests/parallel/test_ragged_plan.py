@@ -67,3 +67,22 @@ def test_plan_routes_every_copy_and_back(capacity_factor):
         assert returned == counts.sum()  # dropless
     elif capacity_factor == 0.5:
         assert returned < counts.sum()  # the skew overflows device 0
+
+
+def _imported_modules(module) -> set[str]:
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(module))
+    return {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+
+
+def test_dispatch_modules_import_one_way():
+    # The fixed dispatch uses the ragged one; both take the per-device helpers from
+    # `ops.expert_parallel_local`, so the ragged module never imports the fixed one (no cycle).
+    from qwen3_jax.ops import expert_parallel, expert_parallel_local, expert_parallel_ragged
+
+    assert "qwen3_jax.ops.expert_parallel" not in _imported_modules(expert_parallel_ragged)
+    assert "qwen3_jax.ops.expert_parallel" not in _imported_modules(expert_parallel_local)
+    assert "qwen3_jax.ops.expert_parallel_ragged" in _imported_modules(expert_parallel)
