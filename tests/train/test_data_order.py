@@ -20,6 +20,7 @@ def two_sources(tmp_path_factory):
     b = [doc_text(1000 + i, int(n)) for i, n in enumerate(rng.integers(6, 40, size=50))]
     write_jsonl(root / "a" / "x.jsonl", a)
     write_jsonl(root / "b" / "y.jsonl", b)
+    write_jsonl(root / "c" / "z.jsonl", [doc_text(2000 + i, 40 + i % 7) for i in range(40)])
     return root, a, b
 
 
@@ -71,15 +72,22 @@ def test_local_batch_and_process_count_independence(two_sources):
         assert all(np.array_equal(w[k], np.concatenate([x[k], y[k]])) for k in w)
 
 
-def test_mixture_follows_weights(two_sources):
+@pytest.mark.parametrize("mix_by", ["tokens", "documents"])
+def test_mixture_follows_weights(two_sources, mix_by):
+    """Source b's documents are on average longer than a's, so token and document shares differ."""
     root, *_ = two_sources
     for wa, wb in [(3.0, 1.0), (1.0, 4.0)]:
-        cfg = _cfg(root, sources=[{"path": str(root / "a"), "kind": "jsonl", "weight": wa},
-                                  {"path": str(root / "b"), "kind": "jsonl", "weight": wb}])
-        docs = [seg_text(s) for bt in batches(build_data(cfg, ByteTokenizer()), 60) for s in segments(bt)]
-        share_a = np.mean([int(d[1:5]) < 1000 for d in docs])
-        assert len(docs) > 300
-        assert abs(share_a - wa / (wa + wb)) < 0.03, (wa, wb, share_a)
+        cfg = _cfg(root, mix_by=mix_by, sources=[
+            {"path": str(root / "a"), "kind": "jsonl", "weight": wa},
+            {"path": str(root / "c"), "kind": "jsonl", "weight": wb}])
+        segs = [s for bt in batches(build_data(cfg, ByteTokenizer()), 60) for s in segments(bt)]
+        from_a = np.array([int(seg_text(s)[1:5]) < 1000 for s in segs])
+        lengths = np.array([len(s) for s in segs])
+        share = {"documents": from_a.mean(), "tokens": lengths[from_a].sum() / lengths.sum()}
+        assert len(segs) > 200
+        assert abs(share[mix_by] - wa / (wa + wb)) < 0.03, (wa, wb, share)
+        other = "tokens" if mix_by == "documents" else "documents"
+        assert abs(share[other] - wa / (wa + wb)) > 0.05, (wa, wb, share)
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(num_shards=2), dict(packer="best_fit", read_threads=3)])

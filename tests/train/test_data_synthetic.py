@@ -55,7 +55,22 @@ def test_pipeline_reads_the_corpus(tmp_path):
     cfg = DataConfig(sources=[{"path": str(root / "general"), "weight": 1},
                               {"path": str(root / "reasoning"), "weight": 1}],
                      seq_len=256, batch_size=4)
+    it = build_data(cfg, ByteTokenizer())
+    out = [next(it) for _ in range(10)]
+    text = b"".join(bytes(int(t) for t in b["tokens"].ravel() if t < 256) for b in out).decode()
+    assert "Question: What is" in text and "lives near" not in text and " went to " in text
+    assert np.mean([(b["segment_ids"] > 0).mean() for b in out]) > 0.85   # little padding
+
+
+def test_synthetic_source_path_generates_into_the_cache(tmp_path, monkeypatch):
+    from qwen3_jax.train.data import DataError
+    from qwen3_jax.text.tokenizer import CACHE_ENV
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    monkeypatch.setattr(synthetic, "DEFAULT_DOCS", {k: 30 for k in synthetic.KINDS})
+    cfg = DataConfig(sources=[{"path": "synthetic:reasoning"}], seq_len=128, batch_size=2)
     b = next(build_data(cfg, ByteTokenizer()))
-    text = bytes(int(t) for t in b["tokens"][0][b["segment_ids"][0] > 0] if t < 256).decode()
-    assert "Question:" in text or "." in text
-    assert (b["segment_ids"] > 0).mean() > 0.8
+    assert b"Question: " in bytes(int(t) for t in b["tokens"][0] if t < 256)
+    assert (tmp_path / "cache" / "synthetic-corpus-v1" / "reasoning" / "part-00000.jsonl").is_file()
+    with pytest.raises(DataError, match="'poems'"):
+        build_data(DataConfig(sources=[{"path": "synthetic:poems"}], seq_len=8, batch_size=1), ByteTokenizer())

@@ -12,8 +12,8 @@ Interface for the trainer::
 
 `DataConfig` fields: `sources` (list of `SourceConfig` or mappings
 `{path, kind, weight, text_field, pattern, min_tokens, max_tokens, name}`), `seq_len`,
-`batch_size` (global rows), `seed`, `num_shards`, `append_eos`, `packer`, `packing_bins`,
-`read_threads`, `prefetch`, `worker_processes` (see `config.DataConfig`).
+`batch_size` (global rows), `seed`, `num_shards`, `append_eos`, `mix_by`, `packer`, `packing_bins`,
+`read_threads`, `prefetch`, `worker_processes`, `num_epochs` (see `config.DataConfig`).
 
 A batch holds:
   tokens       the packed token ids (padding 0);
@@ -27,9 +27,9 @@ A batch holds:
 The pipeline, per data shard: each source's documents are sliced to the shard
 (`[shard::num_shards]`), shuffled with a seed derived from (`seed`, source, shard) and reshuffled every
 epoch, tokenized with `tokenizer.encode` plus `<|endoftext|>` (`append_eos`), filtered to the source's
-token bounds, mixed over sources in proportion to their weights (grain's deterministic interleave,
-counted in documents), cut into pieces of at most `seq_len` (no token is dropped), packed by grain's
-first-fit packer and batched. A process owns a contiguous block of shards and concatenates their
+token bounds, mixed over sources so that each source's share of the tokens follows its weight
+(`mixing`; or grain's interleave by document counts), cut into pieces of at most `seq_len` (no
+token is dropped), packed by grain's first-fit packer and batched. A process owns a contiguous block of shards and concatenates their
 rows; so the global batch is the same whatever the number of processes reading it, as long as
 `num_shards` is fixed (it defaults to the process count).
 

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 KINDS = ("jsonl", "parquet", "text", "array_record")
 PACKERS = ("first_fit", "best_fit")
+MIX_BY = ("tokens", "documents")
 
 
 class DataError(ValueError):
@@ -26,7 +27,8 @@ class SourceConfig:
       kind: "jsonl" (one JSON object per line), "parquet" (a string column), "text" (each file one
         document), or "array_record" (pre-tokenized: each record the little-endian int32 token ids
         of one document, as written by `arrayrecord.write_tokenized`).
-      weight: mixture weight; documents are drawn from the sources in proportion to the weights.
+      weight: mixture weight: the source's share of the tokens (or of the documents, with
+        `DataConfig.mix_by="documents"`) is weight / sum of weights.
       text_field: the JSON key / Parquet column holding the text ("jsonl", "parquet").
       pattern: glob of the files under a directory path; None = the kind's default
         (`*.jsonl`, `*.parquet`, `*.txt`, `*.array_record*`), searched recursively.
@@ -81,8 +83,10 @@ class DataConfig:
         contiguous block of shards, so with a fixed `num_shards` the global batches do not depend
         on how many processes read them (1 process x 2 shards == 2 processes x 1 shard).
       append_eos: end every document with the tokenizer's `<|endoftext|>` (also for ArrayRecord).
+      mix_by: "tokens" (the sources' token shares follow the weights) or "documents" (grain's
+        interleave by document counts).
       packer: "first_fit" or "best_fit" (grain's packers).
-      packing_bins: rows the packer fills at once (more = less padding); 0 = max(8, rows per shard).
+      packing_bins: rows the packer fills at once (more = less padding); 0 = max(64, rows per shard).
       read_threads: threads reading and tokenizing per source (grain `ReadOptions.num_threads`).
       prefetch: elements each source reads ahead (grain `ReadOptions.prefetch_buffer_size`).
       worker_processes: > 0 runs the pipeline in that many worker processes (grain `mp_prefetch`).
@@ -97,6 +101,7 @@ class DataConfig:
     seed: int = 0
     num_shards: int | None = None
     append_eos: bool = True
+    mix_by: str = "tokens"
     packer: str = "first_fit"
     packing_bins: int = 0
     read_threads: int = 2
@@ -117,6 +122,8 @@ class DataConfig:
                 raise DataError(f"data.{key} must be a positive integer, got {value!r}")
         if self.num_shards is not None and self.num_shards < 1:
             raise DataError(f"data.num_shards must be >= 1, got {self.num_shards}")
+        if self.mix_by not in MIX_BY:
+            raise DataError(f"data.mix_by: unknown value {self.mix_by!r} (expected one of {', '.join(MIX_BY)})")
         if self.packer not in PACKERS:
             raise DataError(f"data.packer: unknown packer {self.packer!r} (expected one of {', '.join(PACKERS)})")
         for key in ("packing_bins", "read_threads", "worker_processes"):

@@ -6,6 +6,7 @@ import glob
 import os
 from pathlib import Path
 
+from qwen3_jax.train.data import synthetic
 from qwen3_jax.train.data.config import DataError, SourceConfig
 
 DEFAULT_PATTERNS = {
@@ -22,7 +23,15 @@ def resolve_files(src: SourceConfig) -> list[str]:
     Raises:
       DataError: the path does not exist or holds no matching non-empty file.
     """
-    path = os.path.expanduser(src.path)
+    if src.path.startswith(synthetic.PREFIX):
+        if src.kind != "jsonl":
+            raise DataError(f"data source {src.path}: a synthetic source has kind 'jsonl', not {src.kind!r}")
+        try:
+            path = str(synthetic.resolve(src.path))
+        except ValueError as e:
+            raise DataError(str(e)) from None
+    else:
+        path = os.path.expanduser(src.path)
     pattern = src.pattern or DEFAULT_PATTERNS[src.kind]
     if os.path.isfile(path):
         files = [path]

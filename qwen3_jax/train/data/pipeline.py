@@ -8,7 +8,7 @@ from typing import Any
 import grain
 import numpy as np
 
-from qwen3_jax.train.data import arrayrecord, jsonl, packing, parquet, textdir
+from qwen3_jax.train.data import arrayrecord, jsonl, mixing, packing, parquet, textdir
 from qwen3_jax.train.data.config import DataConfig, DataError, SourceConfig
 from qwen3_jax.train.data.files import resolve_files
 from qwen3_jax.train.data.iterator import DataIterator
@@ -59,10 +59,10 @@ def _shard_stream(cfg: DataConfig, sources: list, tokenizer: Any, shard: int, nu
         ds = ds.map(Tokenize(tokenizer, cfg.append_eos))
         ds = ds.filter(LengthFilter(src.label, src.min_tokens, src.max_tokens, give_up=2 * n + 64))
         streams.append(ds.to_iter_dataset(read))
-    ds = streams[0] if len(streams) == 1 else grain.IterDataset.mix(streams, [s.weight for s in cfg.sources])
+    ds = mixing.mix(streams, [s.weight for s in cfg.sources], cfg.mix_by)
     ds = grain.experimental.FlatMapIterDataset(ds, packing.Chunk(cfg.seq_len))
     ds = packing.packer(ds, kind=cfg.packer, seq_len=cfg.seq_len,
-                        bins=cfg.packing_bins or max(8, rows), seed=_seed(cfg.seed, 1 << 20, shard))
+                        bins=cfg.packing_bins or max(64, rows), seed=_seed(cfg.seed, 1 << 20, shard))
     if cfg.num_epochs is None:
         return ds.batch(rows, drop_remainder=True)
     return ds.batch(rows, drop_remainder=False).map(functools.partial(packing.pad_rows, rows=rows))

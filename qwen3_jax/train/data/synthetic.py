@@ -10,6 +10,10 @@ minutes):
 `write_corpus(out_dir)` writes `out_dir/<kind>/part-NNNNN.jsonl` (`{"text": ...}` per line) and a
 `manifest.json`; the same arguments always give the same bytes. Command line:
 `python -m qwen3_jax.train.data.synthetic OUT_DIR [--seed N] [--scale F]`.
+
+A source path `synthetic:general` (or `:reasoning`, `:long`, `:short`; kind "jsonl") reads the
+default corpus, generated into the qwen3_jax cache directory on first use (`resolve`), so the tiny
+configs work from any directory without shipping data.
 """
 
 from __future__ import annotations
@@ -154,16 +158,11 @@ def write_corpus(out_dir: str | os.PathLike, *, seed: int = 0, scale: float = 1.
     manifest = {"seed": seed, "docs": {k: max(1, int(round(v * scale))) for k, v in DEFAULT_DOCS.items()},
                 "docs_per_file": docs_per_file, "long_words": list(long_words),
                 "short_words": list(short_words), "format": 1}
-    existing = out / "manifest.json"
-    if existing.is_file():
-        try:
-            if json.loads(existing.read_text()) == manifest:
-                return out
-        except ValueError:
-            pass
-        raise FileExistsError(f"{out} holds a different corpus (manifest.json differs); choose another directory")
+    if _holds(out, manifest):
+        return out
     if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not an empty corpus directory")
+        raise FileExistsError(f"{out} exists and does not hold this corpus (manifest.json differs); "
+                              "choose another directory")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp", dir=out.parent))
     try:
@@ -175,13 +174,38 @@ def write_corpus(out_dir: str | os.PathLike, *, seed: int = 0, scale: float = 1.
                     for text in texts[start:start + docs_per_file]:
                         f.write(json.dumps({"text": text}) + "\n")
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        if out.exists():
-            out.rmdir()
-        os.replace(tmp, out)
+        try:
+            if out.exists():
+                out.rmdir()
+            os.replace(tmp, out)
+        except OSError:
+            if not _holds(out, manifest):  # another process may have written the same corpus first
+                raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _holds(out: Path, manifest: dict) -> bool:
+    try:
+        return json.loads((out / "manifest.json").read_text()) == manifest
+    except (OSError, ValueError):
+        return False
+
+
+PREFIX = "synthetic:"
+
+
+def resolve(path: str) -> Path:
+    """The directory of a `synthetic:KIND` source path, writing the default corpus (seed 0) into
+    the qwen3_jax cache (`$QWEN3_JAX_CACHE_DIR`, else ~/.cache/qwen3_jax) on first use."""
+    from qwen3_jax.text.tokenizer import cache_dir
+
+    kind = path[len(PREFIX):]
+    if kind not in KINDS:
+        raise ValueError(f"data source {path}: unknown synthetic kind {kind!r} (expected one of {', '.join(KINDS)})")
+    return write_corpus(cache_dir() / "synthetic-corpus-v1") / kind
 
 
 def main(argv: list[str] | None = None) -> int:
