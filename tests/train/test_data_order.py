@@ -129,3 +129,27 @@ def test_state_from_another_layout_is_refused(two_sources):
         other.set_state(state)
     with pytest.raises(DataError, match="not valid JSON"):
         other.set_state(b"{oops")
+
+
+@pytest.mark.slow  # ~30 s: worker processes start by importing qwen3_jax (jax, flax)
+def test_worker_processes_resume_exactly(two_sources):
+    """grain's mp_prefetch: another (still seeded) order than in-process reading, exact resume."""
+    root, *_ = two_sources
+    cfg = _cfg(root, worker_processes=2)
+    it = build_data(cfg, ByteTokenizer())
+    first = batches(it, 3)
+    state = it.get_state()
+    expect = batches(it, 3)
+    fresh = build_data(cfg, ByteTokenizer())
+    fresh.set_state(state)
+    assert all(_same(x, y) for x, y in zip(expect, batches(fresh, 3)))
+    assert all(_same(x, y) for x, y in zip(first, batches(build_data(cfg, ByteTokenizer()), 3)))
+    with pytest.raises(DataError, match="layout"):
+        build_data(_cfg(root), ByteTokenizer()).set_state(state)
+    del it, fresh
+
+
+def test_config_round_trips_through_a_dict(two_sources):
+    root, *_ = two_sources
+    cfg = _cfg(root, num_shards=2, mix_by="documents")
+    assert DataConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg

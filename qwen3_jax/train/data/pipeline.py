@@ -98,5 +98,6 @@ def build_data(cfg: DataConfig, tokenizer: Any, *, process_index: int = 0,
         if not flags.FLAGS.is_parsed():
             flags.FLAGS.mark_as_parsed()
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.worker_processes))
-    layout = {"num_shards": num_shards, "shards": shards, "seq_len": cfg.seq_len, "batch_size": cfg.batch_size}
+    layout = {"num_shards": num_shards, "shards": shards, "seq_len": cfg.seq_len, "batch_size": cfg.batch_size,
+              "worker_processes": cfg.worker_processes}
     return DataIterator(ds, layout)
