@@ -69,6 +69,7 @@ def test_local_batch_and_process_count_independence(two_sources):
     p1 = batches(build_data(_cfg(root), ByteTokenizer(), process_index=1, process_count=2), 4)
     for w, x, y in zip(whole, p0, p1):
         assert x["tokens"].shape == (2, SEQ) and w["tokens"].shape == (4, SEQ)
+        assert x["tokens"].shape[0] == build_data(_cfg(root), ByteTokenizer(), process_count=2).local_batch_size
         assert all(np.array_equal(w[k], np.concatenate([x[k], y[k]])) for k in w)
 
 
@@ -146,10 +147,43 @@ def test_worker_processes_resume_exactly(two_sources):
     assert all(_same(x, y) for x, y in zip(first, batches(build_data(cfg, ByteTokenizer()), 3)))
     with pytest.raises(DataError, match="layout"):
         build_data(_cfg(root), ByteTokenizer()).set_state(state)
-    del it, fresh
+    it.close()
+    fresh.close()
+    fresh.close()
 
 
 def test_config_round_trips_through_a_dict(two_sources):
     root, *_ = two_sources
     cfg = _cfg(root, num_shards=2, mix_by="documents")
     assert DataConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+
+
+def test_file_sharding_splits_files_between_processes(tmp_path):
+    texts = {f: [doc_text(100 * f + i, 10 + i) for i in range(5 + f)] for f in range(5)}
+    for f, t in texts.items():
+        write_jsonl(tmp_path / f"part{f}.jsonl", t)
+    src = [{"path": str(tmp_path), "kind": "jsonl"}]
+    seen = []
+    for p in range(2):
+        cfg = DataConfig(sources=src, seq_len=SEQ, batch_size=2, num_epochs=1, seed=0)
+        seen.append({seg_text(s) for b in drain(build_data(cfg, ByteTokenizer(), process_index=p,
+                                                           process_count=2)) for s in segments(b)})
+    # shard 0 reads part0, part2, part4; shard 1 part1, part3 (the last batch of a shard is padded)
+    assert seen[0] == set(texts[0] + texts[2] + texts[4])
+    assert seen[1] == set(texts[1] + texts[3])
+    by_records = DataConfig(sources=src, seq_len=SEQ, batch_size=2, num_epochs=1, shard_by="records")
+    rec = {seg_text(s) for b in drain(build_data(by_records, ByteTokenizer(), process_index=1,
+                                                 process_count=2)) for s in segments(b)}
+    assert rec != seen[1] and rec < set(sum(texts.values(), []))
+    with pytest.raises(DataError, match="5 files cannot fill 8"):
+        build_data(DataConfig(sources=src, seq_len=SEQ, batch_size=8, shard_by="files"), ByteTokenizer(),
+                   process_index=0, process_count=8)
+
+
+def test_state_refused_when_the_data_changed(tmp_path):
+    write_jsonl(tmp_path / "a.jsonl", [doc_text(i, 20) for i in range(10)])
+    cfg = DataConfig(sources=[{"path": str(tmp_path), "kind": "jsonl"}], seq_len=SEQ, batch_size=2)
+    state = build_data(cfg, ByteTokenizer()).get_state()
+    write_jsonl(tmp_path / "a.jsonl", [doc_text(i, 20) for i in range(11)])
+    with pytest.raises(DataError, match="layout"):
+        build_data(cfg, ByteTokenizer()).set_state(state)

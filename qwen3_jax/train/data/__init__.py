@@ -12,7 +12,7 @@ Interface for the trainer::
 
 `DataConfig` fields: `sources` (list of `SourceConfig` or mappings
 `{path, kind, weight, text_field, pattern, min_tokens, max_tokens, name}`), `seq_len`,
-`batch_size` (global rows), `seed`, `num_shards`, `append_eos`, `mix_by`, `packer`, `packing_bins`,
+`batch_size` (global rows), `seed`, `num_shards`, `shard_by`, `append_eos`, `mix_by`, `packer`, `packing_bins`,
 `read_threads`, `prefetch`, `worker_processes`, `num_epochs` (see `config.DataConfig`).
 
 A batch holds:
@@ -24,19 +24,21 @@ A batch holds:
   loss_mask    1 where `targets` is a real next token (not padding, not a document's last token
                in the row), else 0. The trainer's loss is the mean over loss_mask.
 
-The pipeline, per data shard: each source's documents are sliced to the shard
-(`[shard::num_shards]`), shuffled with a seed derived from (`seed`, source, shard) and reshuffled every
-epoch, tokenized with `tokenizer.encode` plus `<|endoftext|>` (`append_eos`), filtered to the source's
-token bounds, mixed over sources so that each source's share of the tokens follows its weight
-(`mixing`; or grain's interleave by document counts), cut into pieces of at most `seq_len` (no
-token is dropped), packed by grain's first-fit packer and batched. A process owns a contiguous block of shards and concatenates their
-rows; so the global batch is the same whatever the number of processes reading it, as long as
-`num_shards` is fixed (it defaults to the process count).
+The pipeline, per data shard: each source's documents are split over the shards (by files when
+the source has at least `num_shards` files, else by records `[shard::num_shards]`), shuffled with a
+seed derived from (`seed`, source, shard) and reshuffled every epoch, tokenized with
+`tokenizer.encode` plus `<|endoftext|>` (`append_eos`), filtered to the source's token bounds,
+mixed over sources so that each source's share of the tokens follows its weight (`mixing`; or
+grain's interleave by document counts), cut into pieces of at most `seq_len` (no token is dropped),
+packed by grain's first-fit packer and batched. A process owns a contiguous block of shards and
+concatenates their rows; so the global batch is the same whatever the number of processes reading
+it, as long as `num_shards` is fixed (it defaults to the process count).
 
 Resuming: save `it.get_state()` with the checkpoint (or pass `it` to
 `grain.checkpoint.CheckpointSave` / `CheckpointRestore` in an orbax `Composite`); after
 `set_state`, the batches are the ones an uninterrupted run would have seen. A state only restores
-onto the same shard layout (process count, num_shards, batch_size, seq_len); otherwise a DataError.
+onto the same layout (process count, num_shards, batch_size, seq_len, worker processes, and the
+same number of documents in each shard of each source); otherwise a DataError.
 
 `synthetic.write_corpus` writes the tiny deterministic corpus the tiny stage configs train on.
 """

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 KINDS = ("jsonl", "parquet", "text", "array_record")
 PACKERS = ("first_fit", "best_fit")
 MIX_BY = ("tokens", "documents")
+SHARD_BY = ("auto", "files", "records")
 
 
 class DataError(ValueError):
@@ -82,6 +83,9 @@ class DataConfig:
         `batch_size / num_shards` rows from each shard, shard 0 first, and a process owns a
         contiguous block of shards, so with a fixed `num_shards` the global batches do not depend
         on how many processes read them (1 process x 2 shards == 2 processes x 1 shard).
+      shard_by: "files" (shard k reads every num_shards-th file, so a process indexes only its own
+        files), "records" (every num_shards-th document of all files), or "auto": files for a source
+        with at least num_shards files, else records.
       append_eos: end every document with the tokenizer's `<|endoftext|>` (also for ArrayRecord).
       mix_by: "tokens" (the sources' token shares follow the weights) or "documents" (grain's
         interleave by document counts).
@@ -100,6 +104,7 @@ class DataConfig:
     batch_size: int
     seed: int = 0
     num_shards: int | None = None
+    shard_by: str = "auto"
     append_eos: bool = True
     mix_by: str = "tokens"
     packer: str = "first_fit"
@@ -122,6 +127,8 @@ class DataConfig:
                 raise DataError(f"data.{key} must be a positive integer, got {value!r}")
         if self.num_shards is not None and self.num_shards < 1:
             raise DataError(f"data.num_shards must be >= 1, got {self.num_shards}")
+        if self.shard_by not in SHARD_BY:
+            raise DataError(f"data.shard_by: unknown value {self.shard_by!r} (expected one of {', '.join(SHARD_BY)})")
         if self.mix_by not in MIX_BY:
             raise DataError(f"data.mix_by: unknown value {self.mix_by!r} (expected one of {', '.join(MIX_BY)})")
         if self.packer not in PACKERS:

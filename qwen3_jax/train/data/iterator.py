@@ -66,6 +66,17 @@ class DataIterator:
         if start is not None:
             start()
 
+    def close(self) -> None:
+        """Stops background readers and worker processes (idempotent)."""
+        close = getattr(self._iter, "close", None)
+        if close is not None:
+            close()
+
+    @property
+    def local_batch_size(self) -> int:
+        """Rows per batch in this process."""
+        return self.layout["batch_size"] // self.layout["num_shards"] * len(self.layout["shards"])
+
     def __repr__(self) -> str:
         return f"DataIterator({self.layout})"
 

@@ -15,9 +15,14 @@ from qwen3_jax.train.data.iterator import DataIterator
 from qwen3_jax.train.data.tokenize import LengthFilter, Tokenize
 
 
-def open_source(src: SourceConfig):
-    """The random-access document source of one `SourceConfig` (texts, or id arrays)."""
-    files = resolve_files(src)
+def open_source(src: SourceConfig, files: list[str] | None = None):
+    """The random-access document source of one `SourceConfig` (texts, or id arrays).
+
+    Args:
+      src: the source.
+      files: read these files instead of all of the source's (`resolve_files`).
+    """
+    files = resolve_files(src) if files is None else files
     if src.kind == "jsonl":
         return jsonl.JsonlSource(files, src.text_field)
     if src.kind == "parquet":
@@ -25,6 +30,35 @@ def open_source(src: SourceConfig):
     if src.kind == "text":
         return textdir.TextFilesSource(files)
     return arrayrecord.TokenizedSource(files)
+
+
+def shard_sources(cfg: DataConfig, shards: list[int], num_shards: int) -> list[list[grain.MapDataset]]:
+    """Per owned shard, per source: the shard's documents (unshuffled).
+
+    A source with at least `num_shards` files is split by files (shard k reads files
+    k, k + num_shards, ...: a process opens and indexes only its own files); one with fewer files
+    by records (`[k::num_shards]`). `cfg.shard_by` forces either.
+    """
+    out = [[] for _ in shards]
+    for src in cfg.sources:
+        files = resolve_files(src)
+        by = cfg.shard_by
+        if by == "auto":
+            by = "files" if len(files) >= num_shards > 1 else "records"
+        if by == "files" and len(files) < num_shards:
+            raise DataError(f"data source {src.label}: {len(files)} files cannot fill {num_shards} data shards "
+                            "(shard_by: files)")
+        whole = open_source(src, files) if by == "records" else None
+        for j, shard in enumerate(shards):
+            if whole is None:
+                ds = grain.MapDataset.source(open_source(src, files[shard::num_shards]))
+            else:
+                ds = grain.MapDataset.source(whole)[shard::num_shards]
+                if len(ds) == 0:
+                    raise DataError(f"data source {src.label}: {len(whole)} documents cannot fill "
+                                    f"{num_shards} data shards")
+            out[j].append(ds)
+    return out
 
 
 def shard_layout(cfg: DataConfig, process_index: int, process_count: int) -> tuple[int, list[int], int]:
@@ -45,16 +79,13 @@ def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([p & 0xFFFFFFFF for p in parts]).generate_state(1)[0] >> 1)
 
 
-def _shard_stream(cfg: DataConfig, sources: list, tokenizer: Any, shard: int, num_shards: int,
+def _shard_stream(cfg: DataConfig, docs: list[grain.MapDataset], tokenizer: Any, shard: int,
                   rows: int) -> grain.IterDataset:
-    """Batches of `rows` packed rows from one data shard."""
+    """Batches of `rows` packed rows from one data shard (`docs`: its documents of each source)."""
     read = grain.ReadOptions(num_threads=cfg.read_threads, prefetch_buffer_size=cfg.prefetch)
     streams = []
-    for i, (src, data) in enumerate(zip(cfg.sources, sources)):
-        ds = grain.MapDataset.source(data)[shard::num_shards]
+    for i, (src, ds) in enumerate(zip(cfg.sources, docs)):
         n = len(ds)
-        if n == 0:
-            raise DataError(f"data source {src.label}: {len(data)} documents cannot fill {num_shards} data shards")
         ds = ds.shuffle(seed=_seed(cfg.seed, i, shard)).repeat(cfg.num_epochs)   # a new order every epoch
         ds = ds.map(Tokenize(tokenizer, cfg.append_eos))
         ds = ds.filter(LengthFilter(src.label, src.min_tokens, src.max_tokens, give_up=2 * n + 64))
@@ -88,8 +119,8 @@ def build_data(cfg: DataConfig, tokenizer: Any, *, process_index: int = 0,
         divide over the shards.
     """
     num_shards, shards, rows = shard_layout(cfg, process_index, process_count)
-    sources = [open_source(s) for s in cfg.sources]
-    streams = [_shard_stream(cfg, sources, tokenizer, shard, num_shards, rows) for shard in shards]
+    docs = shard_sources(cfg, shards, num_shards)
+    streams = [_shard_stream(cfg, d, tokenizer, shard, rows) for d, shard in zip(docs, shards)]
     ds = streams[0] if len(streams) == 1 else grain.experimental.ZipIterDataset(streams, strict=False).map(_concat)
     ds = ds.map(packing.add_targets)
     if cfg.worker_processes:
@@ -99,5 +130,6 @@ def build_data(cfg: DataConfig, tokenizer: Any, *, process_index: int = 0,
             flags.FLAGS.mark_as_parsed()
         ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.worker_processes))
     layout = {"num_shards": num_shards, "shards": shards, "seq_len": cfg.seq_len, "batch_size": cfg.batch_size,
-              "worker_processes": cfg.worker_processes}
+              "worker_processes": cfg.worker_processes,
+              "documents": [[len(ds) for ds in per_shard] for per_shard in docs]}  # the data did not change
     return DataIterator(ds, layout)
