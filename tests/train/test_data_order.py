@@ -187,3 +187,24 @@ def test_state_refused_when_the_data_changed(tmp_path):
     write_jsonl(tmp_path / "a.jsonl", [doc_text(i, 20) for i in range(11)])
     with pytest.raises(DataError, match="layout"):
         build_data(cfg, ByteTokenizer()).set_state(state)
+
+
+def test_state_in_an_orbax_checkpoint_manager(two_sources, tmp_path):
+    """The way the trainer saves it: a `data` item of an orbax Composite, next to the model state."""
+    import grain
+    import orbax.checkpoint as ocp
+
+    root, *_ = two_sources
+    it = build_data(_cfg(root), ByteTokenizer())
+    batches(it, 2)
+    with ocp.CheckpointManager(tmp_path / "ckpt") as mngr:
+        mngr.save(2, args=ocp.args.Composite(data=grain.checkpoint.CheckpointSave(it),
+                                             meta=ocp.args.JsonSave({"step": 2})))
+        mngr.wait_until_finished()
+    expect = batches(it, 2)
+    with ocp.CheckpointManager(tmp_path / "ckpt") as mngr:
+        restored = mngr.restore(mngr.latest_step(), args=ocp.args.Composite(
+            data=grain.checkpoint.CheckpointRestore(build_data(_cfg(root), ByteTokenizer())),
+            meta=ocp.args.JsonRestore()))
+    assert restored.meta == {"step": 2}
+    assert all(_same(x, y) for x, y in zip(expect, batches(restored.data, 2)))
