@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 
 import numpy as np
 
@@ -49,6 +50,7 @@ class JsonlSource:
         self._ends = [e for _, e in spans]
         self._cum = np.cumsum([0] + [len(s) for s in self._starts])
         self._fds: dict[int, int] = {}
+        self._lock = threading.Lock()
         for i, f in enumerate(self._files):  # fail early on a file whose first record lacks the field
             if len(self._starts[i]):
                 self._text(i, 0)
@@ -63,7 +65,10 @@ class JsonlSource:
     def _text(self, file: int, line: int) -> str:
         fd = self._fds.get(file)
         if fd is None:
-            fd = self._fds.setdefault(file, os.open(self._files[file], os.O_RDONLY))
+            with self._lock:
+                if file not in self._fds:
+                    self._fds[file] = os.open(self._files[file], os.O_RDONLY)
+                fd = self._fds[file]
         start, end = int(self._starts[file][line]), int(self._ends[file][line])
         raw = os.pread(fd, end - start, start)
         where = f"{self._files[file]}: record {line + 1}"
@@ -78,8 +83,14 @@ class JsonlSource:
             raise DataError(f"{where}: field {self._field!r} is {type(text).__name__}, not a string")
         return text
 
-    def __getstate__(self):  # file descriptors do not travel to worker processes
-        return {**self.__dict__, "_fds": {}}
+    def __getstate__(self):  # file descriptors and locks do not travel to worker processes
+        state = {**self.__dict__, "_fds": {}}
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
 
     def __del__(self, _close=os.close):  # bound early: module globals may be gone at exit
         for fd in getattr(self, "_fds", {}).values():
