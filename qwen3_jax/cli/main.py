@@ -18,6 +18,7 @@ COMMANDS = {
     "chat": "qwen3_jax.cli.chat",
     "generate": "qwen3_jax.cli.generate",
     "presets": "qwen3_jax.cli.presets",
+    "pretokenize": "qwen3_jax.cli.pretokenize",
 }
 
 

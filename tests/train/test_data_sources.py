@@ -2,6 +2,8 @@
 
 import collections
 
+import numpy as np
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -62,12 +64,20 @@ def test_length_bounds_select_documents(tmp_path):
     assert expect and collections.Counter(map(seg_text, got)) == collections.Counter(expect)
 
 
-def test_qwen3_tokenizer_inside_the_pipeline(tmp_path, monkeypatch):
+@pytest.fixture(scope="module")
+def qwen_tok(tmp_path_factory):
+    """The Qwen3 tokenizer, built once into a temporary cache (exported for CLI runs)."""
     from qwen3_jax import Tokenizer
     from qwen3_jax.text.tokenizer import CACHE_ENV
 
-    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
-    tok = Tokenizer.qwen3()
+    mp = pytest.MonkeyPatch()
+    mp.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("tok_cache")))
+    yield Tokenizer.qwen3()
+    mp.undo()
+
+
+def test_qwen3_tokenizer_inside_the_pipeline(tmp_path, qwen_tok):
+    tok = qwen_tok
     texts = ["Hello world", "The cat sat on the mat.", "Question: What is 2 + 3? Answer: 5."]
     write_jsonl(tmp_path / "d" / "a.jsonl", texts)
     got = _read_all({"path": str(tmp_path / "d"), "kind": "jsonl"}, tokenizer=tok)
@@ -147,3 +157,57 @@ def test_bounds_no_document_meets(tmp_path):
     with pytest.raises(DataError) as e:
         next(_build({"path": str(tmp_path), "kind": "jsonl", "min_tokens": 10_000, "name": "longdocs"}))
     assert "longdocs" in _one_line(e)
+
+
+# ------------------------------------------------------------------------------ pretokenize
+def test_pretokenized_source_gives_the_batches_of_the_text_source(tmp_path):
+    from qwen3_jax.train.data.pretokenize import pretokenize
+
+    write_jsonl(tmp_path / "t" / "a.jsonl", TEXTS)
+    manifest = pretokenize(SourceConfig(path=str(tmp_path / "t")), tmp_path / "tok", ByteTokenizer(),
+                           docs_per_file=7, batch=3)
+    assert manifest["documents"] == len(TEXTS) and len(manifest["files"]) == 4
+    assert manifest["tokens"] == sum(len(t.encode()) for t in TEXTS)
+
+    def first(src):
+        cfg = DataConfig(sources=[src], seq_len=64, batch_size=2, seed=4, num_epochs=3)
+        return drain(build_data(cfg, ByteTokenizer()))
+
+    text = first({"path": str(tmp_path / "t")})
+    ids = first({"path": str(tmp_path / "tok"), "kind": "array_record"})
+    assert len(text) == len(ids) > 3
+    assert all(np.array_equal(a[k], b[k]) for a, b in zip(text, ids) for k in a)
+
+
+def test_pretokenize_bad_input_leaves_nothing(tmp_path):
+    from qwen3_jax.train.data.pretokenize import pretokenize
+
+    write_jsonl(tmp_path / "t" / "a.jsonl", TEXTS)
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "x").write_text("x")
+    with pytest.raises(FileExistsError):
+        pretokenize(SourceConfig(path=str(tmp_path / "t")), tmp_path / "full", ByteTokenizer())
+
+    class Boom(ByteTokenizer):
+        def encode(self, text):
+            if text == TEXTS[20]:
+                raise KeyboardInterrupt
+            return super().encode(text)
+
+    with pytest.raises(KeyboardInterrupt):
+        pretokenize(SourceConfig(path=str(tmp_path / "t")), tmp_path / "out", Boom(), docs_per_file=5, batch=2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["full", "t"]
+
+
+def test_pretokenize_cli(tmp_path, qwen_tok, capsys):
+    from qwen3_jax.cli.main import main
+
+    assert main(["pretokenize", str(tmp_path / "missing"), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and err.count("\n") == 1 and not (tmp_path / "out").exists()
+    write_jsonl(tmp_path / "t" / "a.jsonl", TEXTS[:5], field="body")
+    assert main(["pretokenize", str(tmp_path / "t"), str(tmp_path / "out")]) == 2
+    assert "'text'" in capsys.readouterr().err and not (tmp_path / "out").exists()
+    assert main(["pretokenize", str(tmp_path / "t"), str(tmp_path / "out"), "--text-field", "body"]) == 0
+    src = open_source(SourceConfig(path=str(tmp_path / "out"), kind="array_record"))
+    assert [list(src[i]) for i in range(5)] == [qwen_tok.encode(t) for t in TEXTS[:5]]
