@@ -148,8 +148,12 @@ def test_bad_layout(tmp_path):
     with pytest.raises(DataError, match="num_shards=3"):
         build_data(DataConfig(sources=[src], seq_len=32, batch_size=6, num_shards=3), ByteTokenizer(),
                    process_count=2)
-    with pytest.raises(DataError, match="cannot fill"):
+    with pytest.raises(DataError, match="shard 24 of 25 gets no documents"):
         _build(src, num_shards=len(TEXTS) + 1, batch_size=len(TEXTS) + 1)
+    (tmp_path / "b.jsonl").write_text("\n\n\n")   # a second file, without records
+    with pytest.raises(DataError, match="shard 1 of 2 gets no documents"):
+        build_data(DataConfig(sources=[src], seq_len=32, batch_size=2), ByteTokenizer(), process_index=1,
+                   process_count=2)
 
 
 def test_bounds_no_document_meets(tmp_path):

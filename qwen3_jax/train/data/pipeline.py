@@ -54,9 +54,9 @@ def shard_sources(cfg: DataConfig, shards: list[int], num_shards: int) -> list[l
                 ds = grain.MapDataset.source(open_source(src, files[shard::num_shards]))
             else:
                 ds = grain.MapDataset.source(whole)[shard::num_shards]
-                if len(ds) == 0:
-                    raise DataError(f"data source {src.label}: {len(whole)} documents cannot fill "
-                                    f"{num_shards} data shards")
+            if len(ds) == 0:
+                total = f" ({len(whole)} documents in all)" if whole is not None else ""
+                raise DataError(f"data source {src.label}: data shard {shard} of {num_shards} gets no documents{total}")
             out[j].append(ds)
     return out
 
