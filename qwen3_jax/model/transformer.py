@@ -55,12 +55,16 @@ class Output:
       router_logits: [L_moe, B, T, E] router logits of every MoE layer in order, or None.
       hidden_states: when asked for, L + 1 arrays [B, T, D] as the reference returns them: the
         embeddings, the output of layers 0..L-2, then the final-normed output of the last layer.
+      final_hidden: [B, T, D] final-normed hidden states, only when called with
+        `compute_logits=False` (then `logits` is None): a loss that applies the LM head itself,
+        chunk by chunk, never holds the [B, T, V] logits (`train/loss.py`).
     """
 
-    logits: jax.Array
+    logits: jax.Array | None
     cache: Any = None
     router_logits: jax.Array | None = None
     hidden_states: tuple | None = None
+    final_hidden: jax.Array | None = None
 
 
 class Qwen3(nn.Module):
@@ -84,7 +88,8 @@ class Qwen3(nn.Module):
 
     @nn.compact
     def __call__(self, input_ids, positions=None, attention_mask=None, cache=None, write_at=None,
-                 segment_ids=None, return_hidden: bool = False, logits_at=None) -> Output:
+                 segment_ids=None, return_hidden: bool = False, logits_at=None,
+                 compute_logits: bool = True) -> Output:
         """Args:
           input_ids: [B, T] int token ids.
           positions: [B, T] RoPE positions; default 0..T-1 (or write_at + 0..T-1 with a cache).
@@ -96,6 +101,8 @@ class Qwen3(nn.Module):
           return_hidden: also return every layer's hidden states.
           logits_at: optional [B] int; compute logits only at position logits_at[b] of each row
             (logits come back [B, 1, V]): a prefill needs one row, not the [B, T, V] LM head.
+          compute_logits: False skips the LM head and returns the final-normed hidden states in
+            `Output.final_hidden` instead (the head's params must then exist already: apply only).
         """
         c = self.config
         if self.remat not in REMAT_POLICIES:
@@ -130,6 +137,9 @@ class Qwen3(nn.Module):
                 hidden.extend(seg_hidden[i] for i in range(seg.length))
 
         x = RMSNorm(c.rms_norm_eps, "norm", self.param_dtype, name="norm")(x)
+        if not compute_logits:
+            return Output(logits=None, router_logits=jnp.concatenate(router_logits, axis=0) if router_logits else None,
+                          final_hidden=x)
         h = x if logits_at is None else jnp.take_along_axis(x, logits_at.astype(jnp.int32)[:, None, None], axis=1)
         if c.tie_word_embeddings:
             logits = embed.attend(h)

@@ -1,1 +1,1 @@
-"""Pretraining: the data pipeline (`qwen3_jax.train.data`) and the trainer built on it."""
+"""Pretraining: the data pipeline (`qwen3_jax.train.data`), the run config, loss, optimizer, the jitted step, checkpoints, metrics and the loop."""

@@ -1,0 +1,237 @@
+"""One jitted training step, sharded over the mesh by the project's logical rules table.
+
+    ts = build_train_step(cfg, mesh)                 # cfg: TrainConfig
+    state = ts.init_state(seed)                      # params, opt_state, step, rng (placed on the mesh)
+    state, metrics = ts(state, batch)                # batch: global arrays {"tokens","segment_ids","positions"}
+
+The state is a plain dict: float32 master `params` (the model computes in `model.dtype`, casting
+each weight at use), the optax `opt_state`, the int32 `step`, and the run's `rng` key (raw uint32
+data). `TrainStep.jitted` is the `jax.jit` object with its in/out shardings pinned, so a planner can
+lower it on abstract inputs (`ts.lower(ts.abstract_state(), ts.abstract_batch())`) without
+allocating anything.
+
+Gradient accumulation splits the global batch into `grad_accum` micro-batches scanned in order;
+the cross-entropy of every micro-batch is divided by the token count of the *whole* batch, so the
+accumulated gradient equals the one-batch gradient. MoE models add the global-batch load-balancing
+loss: expert selections are counted over the whole step's batch (all devices; with accumulation
+one extra forward pass counts them first) and each micro-batch adds its exact share
+(`qwen3_jax.losses.global_batch_balance_loss`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from qwen3_jax.config import Qwen3Config
+from qwen3_jax.losses import RouterStats, global_batch_balance_loss, router_stats
+from qwen3_jax.model.params import mesh_context, mesh_rules, param_shardings
+from qwen3_jax.model.transformer import Qwen3
+from qwen3_jax.train.config import TrainConfig
+from qwen3_jax.train.loss import chunked_cross_entropy, head_weight, next_token_targets, router_z_loss_sum
+from qwen3_jax.train.optimizer import current_lr, make_optimizer
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+BATCH_KEYS = ("tokens", "segment_ids", "positions")
+
+
+@dataclasses.dataclass
+class TrainStep:
+    """The jitted step and everything needed to feed it.
+
+    Attributes:
+      jitted: `jax.jit(step, in_shardings, out_shardings, donate_argnums=0)`; call it inside
+        `mesh_context` (or use `__call__`).
+      state_shardings: NamedSharding tree of the state.
+      batch_shardings: NamedSharding of each batch array ([B, T], batch over the data axes).
+      mesh, model_config, config, module, optimizer: what it was built from.
+    """
+
+    jitted: Any
+    state_shardings: Any
+    batch_shardings: dict
+    mesh: Mesh
+    model_config: Qwen3Config
+    config: TrainConfig
+    module: Qwen3
+    optimizer: optax.GradientTransformation
+    _init: Callable = None
+    _from_params: Callable = None
+
+    def __call__(self, state, batch):
+        with mesh_context(self.model_config, self.mesh):
+            return self.jitted(state, batch)
+
+    def lower(self, state, batch):
+        """Lowers the step for (abstract or concrete) inputs, e.g. to compile for another topology."""
+        with mesh_context(self.model_config, self.mesh):
+            return self.jitted.lower(state, batch)
+
+    def init_state(self, seed: int | None = None):
+        """A fresh state: random params (seed = train.seed), a new optimizer state, step 0."""
+        seed = self.config.train.seed if seed is None else seed
+        with mesh_context(self.model_config, self.mesh):
+            return self._init(jax.random.PRNGKey(seed))
+
+    def state_from_params(self, params, seed: int | None = None):
+        """A fresh state around given params (a new stage: `--init-from`); params are cast and placed."""
+        seed = self.config.train.seed if seed is None else seed
+        with mesh_context(self.model_config, self.mesh):
+            return self._from_params(params, jax.random.PRNGKey(seed))
+
+    def abstract_state(self):
+        """ShapeDtypeStructs of the state, carrying its shardings (a restore or lowering target)."""
+        with mesh_context(self.model_config, self.mesh):
+            return jax.eval_shape(self._init, jax.ShapeDtypeStruct((2,), jnp.uint32))
+
+    def abstract_batch(self):
+        t = self.config.train
+        return {k: jax.ShapeDtypeStruct((t.batch_size, t.seq_len), jnp.int32, sharding=self.batch_shardings[k])
+                for k in BATCH_KEYS}
+
+    def place_batch(self, local: dict) -> dict:
+        """Global batch arrays from this process's rows ([batch_size / process_count, seq] each)."""
+        out = {}
+        for k in BATCH_KEYS:
+            x = np.asarray(local[k], np.int32)
+            out[k] = jax.make_array_from_process_local_data(self.batch_shardings[k], x)
+        return out
+
+
+def make_module(cfg: TrainConfig, model_config: Qwen3Config) -> Qwen3:
+    m = cfg.model
+    return Qwen3(model_config, dtype=DTYPES[m.dtype], param_dtype=DTYPES[m.param_dtype], remat=m.remat,
+                 moe_impl=m.moe_impl)
+
+
+def _opt_shardings(tx, abstract_opt_state, p_shardings, mesh):
+    replicated = NamedSharding(mesh, P())
+    return optax.tree_utils.tree_map_params(tx, lambda _, s: s, abstract_opt_state, p_shardings,
+                                            transform_non_params=lambda _: replicated)
+
+
+def build_train_step(cfg: TrainConfig, mesh: Mesh, model_config: Qwen3Config | None = None) -> TrainStep:
+    """Builds the sharded, jitted train step of `cfg` on `mesh`.
+
+    Args:
+      cfg: the run config (model, train, optimizer sections are used).
+      mesh: the device mesh (Auto axes, see `qwen3_jax.make_mesh`).
+      model_config: the architecture; default `cfg.model_config()`.
+    """
+    mc = model_config or cfg.model_config()
+    t = cfg.train
+    module = make_module(cfg, mc)
+    tx = make_optimizer(cfg.optimizer, t.steps)
+    rules = mesh_rules(mc, mesh)
+    p_shardings = param_shardings(mc, mesh)
+    replicated = NamedSharding(mesh, P())
+    batch_spec = nn.logical_to_mesh_axes(("batch", "length"), rules)
+    batch_shardings = {k: NamedSharding(mesh, batch_spec) for k in BATCH_KEYS}
+    param_dtype = DTYPES[cfg.model.param_dtype]
+    A = t.grad_accum
+    aux_coef = mc.router_aux_loss_coef if t.aux_loss_coef is None else t.aux_loss_coef
+
+    def init_params(key):
+        dummy = jnp.zeros((1, 1), jnp.int32)
+        return nn.unbox(Qwen3(mc, dtype=param_dtype, param_dtype=param_dtype).init(key, dummy)["params"])
+
+    def from_params(params, key):
+        params = jax.tree.map(lambda x: x.astype(param_dtype), params)
+        return {"params": params, "opt_state": tx.init(params), "step": jnp.zeros((), jnp.int32), "rng": key}
+
+    abstract_params = jax.eval_shape(init_params, jax.ShapeDtypeStruct((2,), jnp.uint32))
+    abstract_opt = jax.eval_shape(tx.init, abstract_params)
+    state_shardings = {"params": p_shardings, "opt_state": _opt_shardings(tx, abstract_opt, p_shardings, mesh),
+                       "step": replicated, "rng": replicated}
+    init_fn = jax.jit(lambda key: from_params(init_params(key), key), out_shardings=state_shardings)
+    from_params_fn = jax.jit(from_params, out_shardings=state_shardings)
+
+    def forward(params, tokens, seg, pos):
+        return module.apply({"params": params}, tokens, positions=pos, segment_ids=seg, compute_logits=False)
+
+    def micro_loss(params, mb, n_targets, n_real, global_stats):
+        tokens, seg, pos = mb["tokens"], mb["segment_ids"], mb["positions"]
+        out = forward(params, tokens, seg, pos)
+        targets, weights = next_token_targets(tokens, seg)
+        head, layout = head_weight(params, mc)
+        ce = chunked_cross_entropy(out.final_hidden, head, targets, weights, t.loss_chunk, layout, module.dtype)
+        loss = ce / n_targets
+        aux = {"ce_sum": ce}
+        if mc.is_moe:
+            real = (seg != 0).astype(jnp.float32)
+            stats = router_stats(out.router_logits, mc.num_experts_per_tok, real)
+            if global_stats is None:  # counts of this micro-batch only
+                balance = global_batch_balance_loss(stats) / A
+            else:
+                balance = global_batch_balance_loss(stats, global_stats)
+            z = router_z_loss_sum(out.router_logits, real) / (out.router_logits.shape[0] * n_real)
+            loss = loss + aux_coef * balance + t.router_z_loss_coef * z
+            aux.update(balance=balance, z_loss=z, counts=stats.counts)
+        return loss, aux
+
+    grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
+
+    def split(batch):  # [B, T] -> [A, B / A, T]; row r goes to micro-batch r // (B / A)
+        return jax.tree.map(lambda x: x.reshape(A, x.shape[0] // A, *x.shape[1:]), batch)
+
+    def count_experts(params, micro):
+        def body(acc, mb):
+            out = forward(params, mb["tokens"], mb["segment_ids"], mb["positions"])
+            real = (mb["segment_ids"] != 0).astype(jnp.float32)
+            return acc + router_stats(out.router_logits, mc.num_experts_per_tok, real).counts, None
+
+        L = sum(1 for k in mc.layer_kinds if k == "moe")
+        counts, _ = jax.lax.scan(body, jnp.zeros((L, mc.num_experts), jnp.float32), micro)
+        return jax.lax.stop_gradient(counts)
+
+    def step(state, batch):
+        params = state["params"]
+        batch = {k: batch[k] for k in BATCH_KEYS}
+        _, weights = next_token_targets(batch["tokens"], batch["segment_ids"])
+        n_targets = jnp.maximum(jnp.sum(weights), 1.0)
+        n_real = jnp.maximum(jnp.sum((batch["segment_ids"] != 0).astype(jnp.float32)), 1.0)
+        global_stats = None
+        if A == 1:  # the micro-batch is the whole global batch: its own counts are the global ones
+            (loss, aux), grads = grad_fn(params, batch, n_targets, n_real, None)
+        else:
+            micro = split(batch)
+            if mc.is_moe and t.moe_global_counts:
+                counts = count_experts(params, micro)
+                global_stats = RouterStats(counts=counts, prob_sum=jnp.zeros_like(counts), tokens=n_real)
+
+            def body(carry, mb):
+                g_acc, l_acc, a_acc = carry
+                (loss, aux), g = grad_fn(params, mb, n_targets, n_real, global_stats)
+                g_acc = jax.tree.map(jnp.add, g_acc, g)
+                g_acc = jax.lax.with_sharding_constraint(g_acc, p_shardings)
+                return (g_acc, l_acc + loss, jax.tree.map(jnp.add, a_acc, aux)), None
+
+            zeros = jax.tree.map(jnp.zeros_like, params)
+            aux0 = {"ce_sum": jnp.zeros((), jnp.float32)}
+            if mc.is_moe:
+                L = sum(1 for k in mc.layer_kinds if k == "moe")
+                aux0.update(balance=jnp.zeros((), jnp.float32), z_loss=jnp.zeros((), jnp.float32),
+                            counts=jnp.zeros((L, mc.num_experts), jnp.float32))
+            (grads, loss, aux), _ = jax.lax.scan(body, (zeros, jnp.zeros((), jnp.float32), aux0), micro)
+        grad_norm = optax.tree.norm(grads)
+        updates, opt_state = tx.update(grads, state["opt_state"], params)
+        new_params = optax.apply_updates(params, updates)
+        metrics = {"loss": aux["ce_sum"] / n_targets, "total_loss": loss, "grad_norm": grad_norm,
+                   "learning_rate": current_lr(opt_state), "target_tokens": n_targets, "real_tokens": n_real}
+        if mc.is_moe:
+            metrics.update(balance_loss=aux["balance"], router_z_loss=aux["z_loss"], expert_counts=aux["counts"])
+        new_state = {"params": new_params, "opt_state": opt_state, "step": state["step"] + 1, "rng": state["rng"]}
+        return new_state, metrics
+
+    jitted = jax.jit(step, in_shardings=(state_shardings, batch_shardings),
+                     out_shardings=(state_shardings, replicated), donate_argnums=0)
+    return TrainStep(jitted=jitted, state_shardings=state_shardings, batch_shardings=batch_shardings, mesh=mesh,
+                     model_config=mc, config=cfg, module=module, optimizer=tx, _init=init_fn,
+                     _from_params=from_params_fn)
