@@ -32,7 +32,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from qwen3_jax.config import Qwen3Config
 from qwen3_jax.losses import RouterStats, global_batch_balance_loss, router_stats
-from qwen3_jax.model.params import mesh_context, mesh_rules, param_shardings
+from qwen3_jax.sharding.placement import mesh_context, mesh_rules, param_shardings
 from qwen3_jax.model.transformer import Qwen3
 from qwen3_jax.train.config import TrainConfig
 from qwen3_jax.train.loss import chunked_cross_entropy, head_weight, next_token_targets, router_z_loss_sum
