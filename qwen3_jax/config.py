@@ -53,6 +53,29 @@ class RopeScaling:
 
 
 @dataclasses.dataclass(frozen=True)
+class DualChunkAttention:
+    """Dual Chunk Attention settings, as in `dual_chunk_attention_config` of config.json.
+
+    Qwen2.5-1M and the 1M-context Qwen3-2507 configs carry this block; see
+    `ops.dual_chunk_attention` for what it does. Keys of the block that only tune vLLM's sparse
+    attention (`sparse_attention_*`) are not kept: they change speed, not the result.
+
+    Attributes:
+      chunk_size: c, the largest relative distance a logit may see.
+      local_size: l; keys repeat their rotary position every chunk_size - local_size tokens.
+      original_max_position_embeddings: o, the trained context of the length factor
+        max(1, 0.1·ln(L / o) + 1) on queries and keys; 0 for none.
+    """
+
+    chunk_size: int
+    local_size: int
+    original_max_position_embeddings: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
 class Qwen3Config:
     """Architecture of a Qwen3 model (dense when `num_experts == 0`).
 
@@ -66,7 +89,7 @@ class Qwen3Config:
       head_dim: H, 128 for every released model; NOT hidden_size / heads.
       rms_norm_eps: epsilon of every RMSNorm, q/k norms included.
       rope_theta: RoPE base (1e6 after ABF).
-      rope_scaling: optional YaRN scaling.
+      rope_scaling: optional YaRN scaling (not used with dual chunk attention, as in vLLM).
       max_position_embeddings: context the config advertises (40,960).
       tie_word_embeddings: the LM head reuses the embedding (0.6B, 1.7B, 4B).
       num_experts: E; 0 for dense models.
@@ -77,6 +100,7 @@ class Qwen3Config:
       mlp_only_layers: layer indices forced to use the dense MLP.
       router_aux_loss_coef: weight of the load-balancing loss.
       bos_token_id, eos_token_id: as in config.json (eos may be a tuple).
+      dual_chunk_attention_config: optional Dual Chunk Attention (replaces the RoPE scaling).
       name: the preset or checkpoint name, informational.
     """
 
@@ -101,6 +125,7 @@ class Qwen3Config:
     router_aux_loss_coef: float = 0.001
     bos_token_id: int | None = 151643
     eos_token_id: int | tuple[int, ...] | None = 151645
+    dual_chunk_attention_config: DualChunkAttention | None = None
     name: str = ""
 
     def __post_init__(self):
@@ -109,6 +134,9 @@ class Qwen3Config:
             object.__setattr__(self, "eos_token_id", tuple(self.eos_token_id))
         if isinstance(self.rope_scaling, Mapping):
             object.__setattr__(self, "rope_scaling", _rope_scaling_from_dict(dict(self.rope_scaling)))
+        if isinstance(self.dual_chunk_attention_config, Mapping):
+            object.__setattr__(self, "dual_chunk_attention_config",
+                               _dual_chunk_from_dict(dict(self.dual_chunk_attention_config)))
         self.validate()
 
     # ---- derived facts -------------------------------------------------------------------------
@@ -233,6 +261,8 @@ class Qwen3Config:
             eos_token_id=d.get("eos_token_id"),
             name=name or d.get("_name_or_path", "") or "",
         )
+        if d.get("dual_chunk_attention_config") is not None:
+            kw["dual_chunk_attention_config"] = _dual_chunk_from_dict(dict(d["dual_chunk_attention_config"]))
         if num_experts:
             kw.update(
                 num_experts=num_experts,
@@ -289,6 +319,8 @@ class Qwen3Config:
             "eos_token_id": list(self.eos_token_id) if isinstance(self.eos_token_id, tuple) else self.eos_token_id,
             "torch_dtype": "bfloat16",
         }
+        if self.dual_chunk_attention_config is not None:
+            d["dual_chunk_attention_config"] = self.dual_chunk_attention_config.to_dict()
         rp = {"rope_theta": self.rope_theta, "rope_type": "default"}
         if self.rope_scaling:
             rp.update(self.rope_scaling.to_dict())
@@ -322,6 +354,22 @@ class Qwen3Config:
         if unknown:
             raise ConfigError(f"unknown Qwen3Config keys {unknown}")
         return cls(**dict(d))
+
+
+def _dual_chunk_from_dict(d: dict[str, Any]) -> DualChunkAttention:
+    missing = [k for k in ("chunk_size", "local_size") if d.get(k) is None]
+    if missing:
+        raise ConfigError(f"dual_chunk_attention_config lacks {missing}")
+    vals = {}
+    for k in ("chunk_size", "local_size", "original_max_position_embeddings"):
+        v = d.get(k) or 0
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ConfigError(f"dual_chunk_attention_config {k}={d.get(k)!r} must be an integer >= 0")
+        vals[k] = v
+    if vals["chunk_size"] <= vals["local_size"]:
+        raise ConfigError(f"dual_chunk_attention_config chunk_size={vals['chunk_size']} must be larger than "
+                          f"local_size={vals['local_size']}")
+    return DualChunkAttention(**vals)
 
 
 def _rope_scaling_from_dict(d: dict[str, Any]) -> RopeScaling:

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from qwen3_jax.config import Qwen3Config
+from qwen3_jax.model import dual_chunk
 from qwen3_jax.model.layers import Einsum, RMSNorm
 from qwen3_jax.model.rope import apply_rope
 from qwen3_jax.ops.attention import dot_product_attention, prefix_attention
@@ -72,6 +73,9 @@ class Attention(nn.Module):
         # acts on normalised vectors (the order the reference uses; swapping it changes the logits).
         q = RMSNorm(c.rms_norm_eps, "head_dim", self.param_dtype, name="q_norm")(q)
         k = RMSNorm(c.rms_norm_eps, "head_dim", self.param_dtype, name="k_norm")(k)
+        if c.dual_chunk_attention_config is not None:  # rotary tables and mask from `model.dual_chunk`
+            out, cache = dual_chunk.attend(c, q, k, v, cos, sin, mask, cache, write_at, update_cache)
+            return Einsum((N, H, D), ("heads", "head_dim", "embed"), "BTNH,NHD->BTD", name="o_proj", **kw)(out), cache
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         q = nn.with_logical_constraint(q, ("batch", "length", "act_heads", "head_dim"))
         k = nn.with_logical_constraint(k, ("batch", "length", "act_kv_heads", "head_dim"))

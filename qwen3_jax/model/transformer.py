@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from qwen3_jax.config import Qwen3Config, layer_segments
+from qwen3_jax.model import dual_chunk
 from qwen3_jax.model.block import DecoderLayer
 from qwen3_jax.model.layers import Einsum, Embed, RMSNorm
 from qwen3_jax.model.rope import rope_cos_sin, rope_frequencies
@@ -170,7 +171,8 @@ def attention_inputs(config: Qwen3Config, shape: tuple[int, int], dtype, positio
       cached: whether the call reads and writes a KV cache.
 
     Returns:
-      cos, sin [B, T, H] and the boolean mask [B, T, S].
+      cos, sin [B, T, H] and the boolean mask [B, T, S]; with dual chunk attention, cos and sin
+      [3, B, T, H] and a dict of layer inputs instead of the mask (see `model.dual_chunk`).
     """
     B, T = shape
     steps = jnp.arange(T, dtype=jnp.int32)[None, :]
@@ -182,6 +184,8 @@ def attention_inputs(config: Qwen3Config, shape: tuple[int, int], dtype, positio
             raise ValueError("a cached call needs write_at [B] and attention_mask [B, S] (valid cache slots)")
         q_slots = write_at.astype(jnp.int32)[:, None] + steps
         kv_valid = attention_mask.astype(bool)
+    if config.dual_chunk_attention_config is not None:
+        return dual_chunk.attention_inputs(config, q_slots, kv_valid, positions, segment_ids, dtype, cached)
     positions = q_slots if positions is None else positions
     inv_freq, att_factor = rope_frequencies(config)
     cos, sin = rope_cos_sin(positions, inv_freq, att_factor, dtype)

@@ -41,9 +41,9 @@ import numpy as np
 from jax.sharding import PartitionSpec as P
 
 from qwen3_jax.ops.block_attention import NO_KEYS, BlockFn, attention_with_lse, merge
+from qwen3_jax.sharding.rules import batch_axes, mesh_axis_sizes
 
 LAYOUTS = ("contiguous", "zigzag")
-BATCH_AXES = ("data", "fsdp", "expert")
 
 # Work done at one ring step, by the relation of the visiting block j to the local block i.
 _FULL, _DIAG, _SKIP, _KV_FIRST, _Q_SECOND = range(5)
@@ -233,7 +233,7 @@ def ring_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Ar
     if layout not in LAYOUTS:
         raise ValueError(f"unknown ring layout {layout!r}; expected one of {LAYOUTS}")
     mesh = jax.sharding.get_abstract_mesh() if mesh is None else mesh
-    sizes = dict(zip(mesh.axis_names, mesh.axis_sizes)) if mesh is not None and not getattr(mesh, "empty", False) else {}
+    sizes = mesh_axis_sizes(mesh)
     n = sizes.get(axis, 1)
     B, T, N, H = q.shape
     K = k.shape[2]
@@ -249,7 +249,7 @@ def ring_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Ar
     if T % split:
         raise ValueError(f"sequence length {T} is not divisible by {split} ({layout} layout over "
                          f"{axis}={n})")
-    batch = tuple(a for a in BATCH_AXES if sizes.get(a, 1) > 1)
+    batch = batch_axes(mesh)
     if batch and B % math.prod(sizes[a] for a in batch):
         batch = ()
     tp = sizes.get("tensor", 1)
