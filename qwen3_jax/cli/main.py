@@ -19,6 +19,7 @@ COMMANDS = {
     "generate": "qwen3_jax.cli.generate",
     "presets": "qwen3_jax.cli.presets",
     "pretokenize": "qwen3_jax.cli.pretokenize",
+    "train": "qwen3_jax.cli.train",
 }
 
 

@@ -38,3 +38,27 @@ def packed_batch(batch, seq, vocab, seed=0, pad_tail=3):
             start = end
         tokens[b, real:] = 0
     return {"tokens": tokens, "segment_ids": seg, "positions": pos}
+
+
+class BatchStream:
+    """A resumable stream of packed batches (batch k is `packed_batch(seed=k)`), like the data iterator."""
+
+    def __init__(self, batch, seq, vocab):
+        self.shape, self.k = (batch, seq, vocab), 0
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        b = packed_batch(*self.shape, seed=self.k)
+        self.k += 1
+        return b
+
+    def get_state(self) -> bytes:
+        return str(self.k).encode()
+
+    def set_state(self, state) -> None:
+        self.k = int(state.decode() if isinstance(state, bytes) else state)
+
+    def start_prefetch(self):
+        pass
