@@ -48,3 +48,46 @@ def write_hf_checkpoint(path: str | os.PathLike, kind: str = "dense", seed: int 
     kw = {"max_shard_size": max_shard_size} if max_shard_size else {}
     model.save_pretrained(os.fspath(path), **kw)
     return model
+
+
+def run_cli(*args: str, timeout: float = 300, input: str | None = None, env: dict | None = None):
+    """Runs the installed `qwen3-jax` program (next to the running Python) in a subprocess.
+
+    Returns the CompletedProcess (text stdout/stderr). The environment is inherited, so a
+    PYTHONPATH pointing at a checkout makes the program run that checkout's code.
+    """
+    import subprocess
+    import sys
+
+    exe = os.path.join(os.path.dirname(sys.executable), "qwen3-jax")
+    return subprocess.run([exe, *args], capture_output=True, text=True, timeout=timeout, input=input,
+                          env={**os.environ, **(env or {})})
+
+
+def interrupt_cli(*args: str, when, timeout: float = 300):
+    """Starts `qwen3-jax ARGS`, sends SIGINT once `when(process)` is true; returns (rc, stdout, stderr).
+
+    `when` is polled every few milliseconds with the Popen object; it must become true while the
+    program is still running (an AssertionError says so otherwise).
+    """
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    exe = os.path.join(os.path.dirname(sys.executable), "qwen3-jax")
+    p = subprocess.Popen([exe, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    deadline = time.time() + timeout
+    try:
+        while not when(p):
+            if p.poll() is not None or time.time() > deadline:
+                out, err = p.communicate()
+                raise AssertionError(f"qwen3-jax {' '.join(args)} ended (rc {p.returncode}) before the interrupt:"
+                                     f"\n{err.decode()[-2000:]}")
+            time.sleep(0.005)
+        p.send_signal(signal.SIGINT)
+        out, err = p.communicate(timeout=timeout)
+    finally:
+        if p.poll() is None:
+            p.kill()
+    return p.returncode, out.decode(errors="replace"), err.decode(errors="replace")

@@ -100,9 +100,8 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, dtype: Any = None, m
     Returns:
       A summary dict (params, tensors, bytes, largest stacked param bytes, copied files).
     """
+    staging.check_not_overlapping(src, dst)
     src, dst = os.path.abspath(os.fspath(src)), staging.check_output(dst, force)
-    if dst == src or dst.startswith(src + os.sep):
-        raise FileExistsError(f"output {dst} would be inside the source checkpoint {src}")
     cfg, reader, targets = validate_source(src)
     groups = group_by_param(targets)
     shapes = param_shapes(cfg)
@@ -121,6 +120,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, dtype: Any = None, m
         for path, ts in groups.items():
             arr = np.empty(shapes[path], out_dtype[path])
             for t in ts:
+                staging.poll_interrupt()
                 x = reader.get(t.hf_name)  # memory-mapped; unmapped again when x goes away
                 arr[t.index] = to_ours(t.rule, x, cfg)  # the assignment casts when dtypes differ
                 bar.update(x.nbytes)
@@ -133,6 +133,7 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, dtype: Any = None, m
                 host = arr
                 arr = jax.make_array_from_callback(host.shape, shardings[path], lambda idx: host[idx])
                 del host
+            staging.poll_interrupt()
             writer.save(path, arr)
             del arr
         bar.close()

@@ -46,6 +46,7 @@ def export(src: str | os.PathLike, dst: str | os.PathLike, dtype: Any = None,
     if not orbax_io.is_orbax_dir(src):
         raise FileNotFoundError(f"{src} is not a qwen3-jax Orbax checkpoint (expected {orbax_io.PARAMS_DIR}/ "
                                 f"and {orbax_io.CONFIG_FILE}; make one with `qwen3-jax convert`)")
+    staging.check_not_overlapping(src, dst)
     dst = staging.check_output(dst, force)
     max_bytes = parse_size(max_shard_size)
     cfg = orbax_io.read_config(src)
@@ -60,9 +61,11 @@ def export(src: str | os.PathLike, dst: str | os.PathLike, dtype: Any = None,
     def tensors(bar):
         done = 0
         for path, ts in groups.items():
+            staging.poll_interrupt()
             shape, stored = saved[path]
             arr = orbax_io.restore_param(src, path, shape, stored)
             for t in ts:
+                staging.poll_interrupt()
                 x = np.asarray(to_hf(t.rule, arr[t.index], cfg)).astype(out_dtype[path], copy=False)
                 yield t.hf_name, x
                 bar.update(x.nbytes)

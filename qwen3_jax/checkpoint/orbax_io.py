@@ -103,6 +103,15 @@ def _flatten(tree, prefix: Path = ()) -> dict[Path, Any]:
     return {prefix: tree}
 
 
+def params_dir(path: str | os.PathLike) -> str:
+    """The absolute path of `path/params`.
+
+    Orbax needs absolute paths: given a relative one, its metadata reader returns None for every
+    array (and restoring then fails far from the cause).
+    """
+    return os.path.join(os.path.abspath(os.fspath(path)), PARAMS_DIR)
+
+
 def is_orbax_dir(path: str | os.PathLike) -> bool:
     """Whether `path` is a directory written by `qwen3-jax convert` (params/ + qwen3_config.json)."""
     path = os.fspath(path)
@@ -117,7 +126,7 @@ class ParamWriter:
     """
 
     def __init__(self, directory: str | os.PathLike):
-        self.target = os.path.join(os.fspath(directory), PARAMS_DIR)
+        self.target = params_dir(directory)
         self.written: list[Path] = []
 
     def save(self, path: Path, array) -> None:
@@ -153,7 +162,7 @@ def read_config(path: str | os.PathLike) -> Qwen3Config:
 
 def saved_params(path: str | os.PathLike) -> dict[Path, tuple[tuple[int, ...], np.dtype]]:
     """Param path -> (shape, dtype) as stored, read from the Orbax metadata (no array data)."""
-    p = os.path.join(os.fspath(path), PARAMS_DIR)
+    p = params_dir(path)
     try:
         meta = _ocp().metadata(p).metadata
     except Exception as e:  # orbax raises assorted types for a damaged or foreign directory
@@ -202,7 +211,7 @@ def restore(path: str | os.PathLike, mesh: Mesh | None = None, dtype: Any = None
     abstract = {p: jax.ShapeDtypeStruct(shape, np.dtype(dtype) if dtype is not None else dt, sharding=shardings[p])
                 for p, (shape, dt) in saved.items()}
     with _load_context(partial=False):
-        params = _ocp().load(os.path.join(path, PARAMS_DIR), _nest(abstract))
+        params = _ocp().load(params_dir(path), _nest(abstract))
     return cfg, params
 
 
@@ -212,6 +221,6 @@ def restore_param(path: str | os.PathLike, param: Path, shape, dtype) -> np.ndar
     # reserves address space, so it costs no resident memory.
     abstract = _nest({param: np.empty(tuple(shape), np.dtype(dtype))})
     with _load_context(partial=True):
-        tree = _ocp().load(os.path.join(os.fspath(path), PARAMS_DIR), abstract)
+        tree = _ocp().load(params_dir(path), abstract)
     release_freed_memory()
     return np.asarray(_flatten(tree)[param])

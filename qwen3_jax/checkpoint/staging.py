@@ -5,6 +5,12 @@ Everything is written into a hidden temporary directory next to the output
 at most that hidden directory, never something at the output path that looks finished. With
 `force`, an existing output is moved aside only after the new one is complete, then deleted.
 Temporary directories left by dead processes are removed on the next run.
+
+Ctrl-C (SIGINT) inside `staged_directory` is deferred to safe points: the writer calls
+`poll_interrupt()` between tensors, which raises KeyboardInterrupt there, and the temporary
+directory is removed. Stopping at an arbitrary bytecode instead could leave Orbax's writer threads
+filling the directory after it was deleted (it then survived until the next run). A second Ctrl-C
+stops at once; the removal and the final renames are never interrupted.
 """
 
 from __future__ import annotations
@@ -13,6 +19,8 @@ import contextlib
 import os
 import re
 import shutil
+import signal
+import threading
 from typing import Iterator
 
 _TMP = re.compile(r"^\.(?P<name>.+)\.(tmp|old)-(?P<pid>\d+)$")
@@ -45,6 +53,20 @@ def _remove_stale(parent: str, name: str) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def check_not_overlapping(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Refuses an output directory that is, contains or lies inside the source (symlinks resolved).
+
+    Replacing such a directory with `--force` would delete the source, or write into it.
+    """
+    s, d = os.path.realpath(os.fspath(src)), os.path.realpath(os.fspath(dst))
+    if d == s:
+        raise FileExistsError(f"the output {dst} is the source {src}; choose another output directory")
+    if d.startswith(s.rstrip(os.sep) + os.sep):
+        raise FileExistsError(f"the output {dst} lies inside the source {src}; choose a directory outside it")
+    if s.startswith(d.rstrip(os.sep) + os.sep):
+        raise FileExistsError(f"the output {dst} contains the source {src}; replacing it would delete the source")
+
+
 def check_output(dst: str | os.PathLike, force: bool) -> str:
     """Raises FileExistsError unless `dst` is absent or `force` is set; returns its absolute path.
 
@@ -62,6 +84,43 @@ def check_output(dst: str | os.PathLike, force: bool) -> str:
     return dst
 
 
+class _DeferredInterrupt:
+    """SIGINT handler that records the first Ctrl-C and raises on the second (unless shielded)."""
+
+    def __init__(self):
+        self.pending = False
+        self.shielded = False
+
+    def __call__(self, signum, frame):
+        if self.pending and not self.shielded:
+            raise KeyboardInterrupt
+        self.pending = True
+
+
+_ACTIVE: list[_DeferredInterrupt] = []
+
+
+def poll_interrupt() -> None:
+    """Raises KeyboardInterrupt if Ctrl-C was pressed inside `staged_directory` (call at safe points)."""
+    if _ACTIVE and _ACTIVE[-1].pending and not _ACTIVE[-1].shielded:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def _defer_sigint() -> Iterator[_DeferredInterrupt]:
+    state = _DeferredInterrupt()
+    if threading.current_thread() is not threading.main_thread():  # only the main thread gets signals
+        yield state
+        return
+    old = signal.signal(signal.SIGINT, state)
+    _ACTIVE.append(state)
+    try:
+        yield state
+    finally:
+        _ACTIVE.pop()
+        signal.signal(signal.SIGINT, old)
+
+
 @contextlib.contextmanager
 def staged_directory(dst: str | os.PathLike, force: bool = False) -> Iterator[str]:
     """Yields a temporary directory that becomes `dst` when the block finishes without error.
@@ -77,22 +136,33 @@ def staged_directory(dst: str | os.PathLike, force: bool = False) -> Iterator[st
     parent, name = os.path.split(dst)
     os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, f".{name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.mkdir(tmp)
-    try:
-        yield tmp
-    except BaseException:
+    with _defer_sigint() as interrupt:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    # The output may have appeared while we worked (another run): honour `force` again.
-    check_output(dst, force)
-    if os.path.lexists(dst):
-        old = os.path.join(parent, f".{name}.old-{os.getpid()}")
-        os.rename(dst, old)
-        os.rename(tmp, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, dst)
+        try:
+            os.mkdir(tmp)
+        except PermissionError:
+            raise PermissionError(f"cannot write into {parent} (permission denied)") from None
+        try:
+            yield tmp
+            poll_interrupt()  # pressed during the last step: still an interrupt, nothing is kept
+        except BaseException:
+            interrupt.shielded = True
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        interrupt.shielded = True
+        try:
+            # The output may have appeared while we worked (another run): honour `force` again.
+            check_output(dst, force)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        if os.path.lexists(dst):
+            old = os.path.join(parent, f".{name}.old-{os.getpid()}")
+            os.rename(dst, old)
+            os.rename(tmp, dst)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.rename(tmp, dst)
 
 
 # Tokenizer and generation files copied alongside the weights (whichever exist).
