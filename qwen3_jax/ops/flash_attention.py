@@ -79,7 +79,7 @@ def _static_visits(d: fc.Dims, q_positions, kv_positions, causal: bool, segmente
     return d.B * int((k_lo[None, :] <= q_hi[:, None]).sum())
 
 
-def _prepare(q, k, v, q_pos, kv_pos, q_seg, kv_seg, st: _Static):
+def prepare(q, k, v, q_pos, kv_pos, q_seg, kv_seg, st: _Static):
     """Grouped, padded kernel inputs and the needed-block ranges."""
     d = st.d
     qg = q.reshape(d.B, d.T, d.K, d.G, d.H).transpose(0, 2, 3, 1, 4)  # [B, K, G, T, H]
@@ -96,7 +96,7 @@ def _prepare(q, k, v, q_pos, kv_pos, q_seg, kv_seg, st: _Static):
 
 def _flash_fwd_impl(st: _Static, q, k, v, q_pos, kv_pos, q_seg, kv_seg):
     d = st.d
-    qg, kt, vt, qp, kp, qs, ks, need = _prepare(q, k, v, q_pos, kv_pos, q_seg, kv_seg, st)
+    qg, kt, vt, qp, kp, qs, ks, need = prepare(q, k, v, q_pos, kv_pos, q_seg, kv_seg, st)
     lo, hi = fc.block_ranges(need, 2)
     out, lse = _forward_kernel(qg, kt, vt, qp, kp, qs, ks, lo, hi, d=d, causal=st.causal, scale=st.scale,
                                interpret=st.interpret, cost=st.cost)

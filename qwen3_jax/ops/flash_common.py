@@ -173,15 +173,19 @@ def block_ranges(need: jax.Array, axis: int):
     return jnp.where(empty, 0, lo).astype(jnp.int32), jnp.where(empty, -1, hi).astype(jnp.int32)
 
 
-def block_mask(q_pos, kv_pos, q_seg, kv_seg, q_start, k_start, T: int, S: int, causal: bool):
-    """[bq, bk] bool mask of one block pair inside a kernel.
+def block_mask(q_pos, kv_pos, q_seg, kv_seg, q_start, k_start, T: int, S: int, causal: bool,
+               transposed: bool = False):
+    """The bool mask of one block pair inside a kernel: [bq, bk], or [bk, bq] when `transposed`.
 
-    q_pos, q_seg: [bq, 1] columns; kv_pos, kv_seg: [1, bk] rows; q_start, k_start: the blocks'
-    first padded indices (padded rows/columns, index >= T or S, are masked).
+    Not transposed: q_pos, q_seg are [bq, 1] columns and kv_pos, kv_seg [1, bk] rows; transposed
+    (the dk/dv kernel, keys on the rows): kv_* are [bk, 1] columns and q_* [1, bq] rows.
+    q_start, k_start: the blocks' first padded indices (padded rows/columns, index >= T or S, are
+    masked).
     """
-    bq, bk = q_pos.shape[0], kv_pos.shape[1]
-    row = q_start + jax.lax.broadcasted_iota(jnp.int32, (bq, bk), 0)
-    col = k_start + jax.lax.broadcasted_iota(jnp.int32, (bq, bk), 1)
+    shape = (kv_pos.shape[0], q_pos.shape[1]) if transposed else (q_pos.shape[0], kv_pos.shape[1])
+    q_axis, k_axis = (1, 0) if transposed else (0, 1)
+    row = q_start + jax.lax.broadcasted_iota(jnp.int32, shape, q_axis)
+    col = k_start + jax.lax.broadcasted_iota(jnp.int32, shape, k_axis)
     mask = (row < T) & (col < S)
     if causal:
         mask &= kv_pos <= q_pos
