@@ -67,9 +67,14 @@ class Model:
                                  attention_mask=attention_mask, return_hidden=return_hidden)
 
     def _check_ids(self, input_ids):
-        ids = jnp.asarray(input_ids)
-        if ids.ndim != 2:
-            raise ValueError(f"input_ids must be [batch, seq]; got shape {tuple(ids.shape)}")
+        if isinstance(input_ids, (str, bytes)):
+            raise ValueError("input_ids must be a [batch, seq] array of token ids, got a string; encode it first")
+        try:
+            ids = jnp.asarray(input_ids)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"input_ids must be a [batch, seq] array of token ids ({e})") from None
+        if ids.ndim != 2 or 0 in ids.shape:
+            raise ValueError(f"input_ids must be [batch, seq] with batch, seq >= 1; got shape {tuple(ids.shape)}")
         if not jnp.issubdtype(ids.dtype, jnp.integer):
             raise ValueError(f"input_ids must be integers; got dtype {ids.dtype}")
         if not isinstance(input_ids, jax.core.Tracer):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import os
 from typing import Sequence
 
@@ -23,6 +24,7 @@ import numpy as np
 
 from qwen3_jax.generate import loop
 from qwen3_jax.generate.forward import LAYOUTS
+from qwen3_jax.text.ids import prompt_batch, token_ids
 from qwen3_jax.generate.sampling import Sampling, vocab_limit
 from qwen3_jax.sharding.placement import mesh_context
 from qwen3_jax.sharding.rules import batch_multiple
@@ -53,10 +55,19 @@ def default_stop_tokens(config, model_dir: str | os.PathLike | None = None) -> t
     if model_dir is not None:
         path = os.path.join(os.fspath(model_dir), "generation_config.json")
         if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                eos = json.load(f).get("eos_token_id")
+            try:
+                with open(path, encoding="utf-8") as f:
+                    data = json.load(f)
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+                raise ValueError(f"{path}: not a readable JSON file ({e})") from None
+            if not isinstance(data, dict):
+                raise ValueError(f"{path}: expected a JSON object, got {type(data).__name__}")
+            eos = data.get("eos_token_id")
             if eos is not None:
-                return tuple(int(i) for i in (eos if isinstance(eos, (list, tuple)) else [eos]))
+                ids = eos if isinstance(eos, list) else [eos]
+                if any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in ids):
+                    raise ValueError(f"{path}: eos_token_id must be a token id or a list of them, got {eos!r}")
+                return tuple(ids)
     eos = config.eos_token_id
     ids = list(eos) if isinstance(eos, (list, tuple)) else ([] if eos is None else [eos])
     ids += [i for i in QWEN3_STOP_TOKENS if i < config.vocab_size]
@@ -235,20 +246,17 @@ class Engine:
         """
         cfg = self.model.config
         sampling = Sampling(temperature=0.0) if sampling is None else sampling
-        prompts = [list(map(int, p)) for p in prompts]
-        if not prompts:
-            raise ValueError("generate needs at least one prompt")
-        if any(len(p) == 0 for p in prompts):
-            raise ValueError("every prompt needs at least one token")
-        if int(max_new_tokens) != max_new_tokens or max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens}")
-        flat = [i for p in prompts for i in p]
-        if min(flat) < 0 or max(flat) >= cfg.vocab_size:
-            raise ValueError(f"prompt ids must lie in [0, {cfg.vocab_size}); got values in [{min(flat)}, {max(flat)}]")
+        prompts = prompt_batch(prompts, cfg.vocab_size)
+        if (isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, numbers.Integral)
+                or max_new_tokens < 1):
+            raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+        if not isinstance(sampling, Sampling):
+            raise ValueError(f"sampling must be a qwen3_jax.Sampling, got {type(sampling).__name__}")
         longest = max(len(p) for p in prompts)
         self.check_fits(longest)
         max_new = min(int(max_new_tokens), self.max_cache_length - longest)
-        stops = default_stop_tokens(cfg, model_dir) if stop_tokens is None else tuple(int(t) for t in stop_tokens)
+        stops = (default_stop_tokens(cfg, model_dir) if stop_tokens is None
+                 else tuple(token_ids(stop_tokens, "stop_tokens", cfg.vocab_size)))
 
         rows = len(prompts)
         mult = self._batch_multiple()

@@ -2,7 +2,7 @@
 
 `Sampling` is a small frozen dataclass: hashable, so the decode loop can take it as a static
 argument of `jax.jit` (one compile per distinct setting, none per seed: the seed travels as a key).
-Qwen's two recommended settings (FACTS §2.2) are `THINKING` and `NON_THINKING`; `GREEDY` is
+Qwen's two recommended settings (the "Best Practices" of the Qwen3 model cards) are `THINKING` and `NON_THINKING`; `GREEDY` is
 temperature 0.
 
 Order of operations, the one transformers applies for `generate(do_sample=True)`:
@@ -14,6 +14,8 @@ real vocab) are removed before anything else, so they can never be drawn.
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
 
 import jax
 import jax.numpy as jnp
@@ -21,6 +23,10 @@ import jax.numpy as jnp
 # Qwen3's tokenizer has 151,669 ids; rows above that in the 151,936-row embedding are padding.
 QWEN3_TOKENIZER_SIZE = 151_669
 _NEG = -jnp.inf
+# Temperatures below this sample the argmax: logits / T would overflow float32 (and turn into NaN)
+# long before the draw could differ from the greedy choice.
+MIN_TEMPERATURE = 1e-5
+SEED_LIMIT = 2**32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +34,8 @@ class Sampling:
     """How to pick the next token.
 
     Attributes:
-      temperature: 0 means greedy (argmax); otherwise logits are divided by it.
+      temperature: 0 means greedy (argmax); otherwise logits are divided by it. Finite; values
+        below `MIN_TEMPERATURE` are greedy too.
       top_p: keep the smallest set of most likely tokens whose probability sums to >= top_p
         (1.0 keeps all).
       top_k: keep the k most likely tokens (0 keeps all).
@@ -36,7 +43,7 @@ class Sampling:
       presence_penalty: subtracted from the logit of every token already generated (0 disables).
       repetition_penalty: tokens seen in the prompt or output get logit / p if positive, logit * p
         if negative (1.0 disables; the transformers convention).
-      seed: seed of the random draws; the same seed gives the same tokens.
+      seed: seed of the random draws, an integer in [0, 2**32); the same seed gives the same tokens.
     """
 
     temperature: float = 1.0
@@ -49,6 +56,12 @@ class Sampling:
 
     def __post_init__(self):
         problems = []
+        for name in ("temperature", "top_p", "min_p", "presence_penalty", "repetition_penalty", "top_k", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, numbers.Real):
+                raise ValueError(f"invalid sampling: {name} must be a number, got {type(v).__name__} {v!r}")
+            if not math.isfinite(v):
+                raise ValueError(f"invalid sampling: {name} must be finite, got {v}")
         if not self.temperature >= 0:
             problems.append(f"temperature must be >= 0 (0 is greedy), got {self.temperature}")
         if not 0 < self.top_p <= 1:
@@ -61,14 +74,17 @@ class Sampling:
             problems.append(f"presence_penalty must lie in [-2, 2], got {self.presence_penalty}")
         if not self.repetition_penalty > 0:
             problems.append(f"repetition_penalty must be > 0 (1 disables it), got {self.repetition_penalty}")
+        if int(self.seed) != self.seed or not 0 <= self.seed < SEED_LIMIT:
+            problems.append(f"seed must be an integer in [0, 2**32), got {self.seed}")
         if problems:
             raise ValueError("invalid sampling: " + "; ".join(problems))
         object.__setattr__(self, "top_k", int(self.top_k))
+        object.__setattr__(self, "seed", int(self.seed))
 
     @property
     def greedy(self) -> bool:
-        """True when the next token is the argmax (temperature 0)."""
-        return self.temperature == 0
+        """True when the next token is the argmax (temperature 0, or below `MIN_TEMPERATURE`)."""
+        return self.temperature < MIN_TEMPERATURE
 
     @property
     def uses_penalties(self) -> bool:

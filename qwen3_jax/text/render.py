@@ -92,7 +92,11 @@ def validate(messages: Sequence[dict], tools: Sequence[dict] | None = None) -> N
                     raise ChatFormatError(f"{where} has no arguments")
                 if not isinstance(fn["arguments"], str):
                     _dumps(fn["arguments"], f"{where} arguments")
+    if tools is not None and (isinstance(tools, (str, bytes, dict)) or not isinstance(tools, Sequence)):
+        raise ChatFormatError(f"tools must be a list of tool schemas (dicts), got a {type(tools).__name__}")
     for k, tool in enumerate(tools or ()):
+        if not isinstance(tool, dict):
+            raise ChatFormatError(f"tool {k} is a {type(tool).__name__}, not a dict (a tool schema)")
         _dumps(tool, f"tool {k}")
 
 

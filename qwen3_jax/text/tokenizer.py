@@ -24,9 +24,11 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+import numpy as np
 import tokenizers
 
 from qwen3_jax.text import build, template
+from qwen3_jax.text.ids import token_ids
 
 CACHE_ENV = "QWEN3_JAX_CACHE_DIR"
 
@@ -246,8 +248,17 @@ class Tokenizer:
 
         Returns:
             The text; invalid UTF-8 (e.g. a cut multi-byte character) becomes U+FFFD.
+
+        Raises:
+            ValueError: an id is not an integer or lies outside [0, len(self)).
         """
-        return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+        return self.backend.decode(self._check_ids(ids), skip_special_tokens=skip_special_tokens)
+
+    def _check_ids(self, ids) -> list[int]:
+        # The backend silently drops unknown ids and overflows on negative ones.
+        if not isinstance(ids, (str, bytes, np.ndarray, Sequence)) and isinstance(ids, Iterable):
+            ids = list(ids)
+        return token_ids(ids, "decode input", len(self))
 
     def decode_batch(self, batch: Sequence[Iterable[int]], skip_special_tokens: bool = False) -> list[str]:
         """Decodes several id sequences.
@@ -259,7 +270,7 @@ class Tokenizer:
         Returns:
             One string per sequence.
         """
-        return self.backend.decode_batch([list(ids) for ids in batch],
+        return self.backend.decode_batch([self._check_ids(ids) for ids in batch],
                                          skip_special_tokens=skip_special_tokens)
 
     def token_bytes(self, token_id: int) -> bytes:

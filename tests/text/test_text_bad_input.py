@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from qwen3_jax.text import chat
@@ -97,3 +98,25 @@ def test_corrupt_tokenizer_config(saved_dir, tmp_path):
     (tmp_path / "tokenizer_config.json").write_text(json.dumps(["a list"]))
     with pytest.raises(ValueError, match="expected a JSON object"):
         Tokenizer.from_pretrained(tmp_path)
+
+
+@pytest.mark.parametrize("tools", ["abc", b"abc", {"name": "f"}, 3, ["abc"], [None]])
+def test_tools_must_be_a_list_of_dicts(tools):
+    with pytest.raises(ChatFormatError, match="tool"):
+        chat.render([{"role": "user", "content": "hi"}], tools=tools)
+
+
+@pytest.mark.parametrize("ids, message", [
+    ([1, 2.0], "item 1 is 2.0"), ([1, -1], "token id -1 is outside"), ([151_700], "token id 151700 is outside"),
+    ("12", "got a str"), ([True], "item 0 is True"), (np.array([1.5]), "dtype float64"),
+])
+def test_decode_refuses_bad_ids(tok, ids, message):
+    with pytest.raises(ValueError, match=message):
+        tok.decode(ids)
+    with pytest.raises(ValueError, match=message):
+        tok.decode_batch([[1], ids])
+
+
+def test_decode_accepts_numpy_and_generators(tok):
+    ids = tok.encode("hello world")
+    assert tok.decode(np.array(ids, np.int64)) == tok.decode(iter(ids)) == "hello world"
