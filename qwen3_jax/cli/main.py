@@ -26,6 +26,7 @@ COMMANDS = {
     "presets": "qwen3_jax.cli.presets",
     "pretokenize": "qwen3_jax.cli.pretokenize",
     "train": "qwen3_jax.cli.train",
+    "plan": "qwen3_jax.cli.plan",
 }
 
 

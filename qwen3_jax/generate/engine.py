@@ -28,6 +28,7 @@ from qwen3_jax.text.ids import prompt_batch, token_ids
 from qwen3_jax.generate.sampling import Sampling, vocab_limit
 from qwen3_jax.sharding.placement import mesh_context
 from qwen3_jax.sharding.rules import batch_multiple
+from qwen3_jax.sharding.platform import target_platform
 
 # <|im_end|> ends a chat turn, <|endoftext|> a document (FACTS §2.1).
 QWEN3_STOP_TOKENS = (151645, 151643)
@@ -163,7 +164,8 @@ class Engine:
 
     def __init__(self, model, max_cache_length: int | None = None, layout: str = "auto"):
         if layout == "auto":
-            layout = "split" if jax.default_backend() == "cpu" else "stacked"
+            # The platform of the model's devices (its mesh), not the host's default backend.
+            layout = "split" if target_platform(model.mesh) == "cpu" else "stacked"
         if layout not in LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}; expected one of {list(LAYOUTS)}")
         self.model = model

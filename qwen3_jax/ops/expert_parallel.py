@@ -52,6 +52,7 @@ from qwen3_jax.ops import moe as moe_ops
 from qwen3_jax.ops.expert_parallel_local import combine, dispatch_plan, gather_weights, local_expert_ffn
 from qwen3_jax.ops.expert_parallel_ragged import local_ragged
 from qwen3_jax.sharding.rules import mesh_axis_sizes, token_axes as mesh_token_axes
+from qwen3_jax.sharding.platform import target_platform
 
 DISPATCHES = ("auto", "fixed", "ragged", "ragged_emulated")
 
@@ -62,11 +63,14 @@ def expert_axis_size(mesh=None) -> int:
 
 
 def resolve_dispatch(dispatch: str) -> str:
-    """"auto" -> "ragged" on backends with ragged-all-to-all (TPU, GPU), "fixed" on CPU."""
+    """"auto" -> "ragged" on platforms with ragged-all-to-all (TPU, GPU), "fixed" on CPU.
+
+    The platform is the one compiled for (the context mesh's devices; see `sharding.platform`).
+    """
     if dispatch not in DISPATCHES:
         raise ValueError(f"unknown EP dispatch {dispatch!r}; expected one of {DISPATCHES}")
     if dispatch == "auto":
-        return "fixed" if jax.default_backend() == "cpu" else "ragged"
+        return "fixed" if target_platform() == "cpu" else "ragged"
     return dispatch
 
 

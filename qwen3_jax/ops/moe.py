@@ -17,6 +17,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from qwen3_jax.sharding.platform import target_platform
+
 IMPLS = ("auto", "tiled", "ragged", "dense")
 
 
@@ -167,7 +169,8 @@ def resolve_impl(impl: str) -> str:
     if impl not in IMPLS:
         raise ValueError(f"unknown MoE implementation {impl!r}; expected one of {IMPLS}")
     if impl == "auto":
-        return "tiled" if jax.default_backend() == "cpu" else "ragged"
+        # The platform compiled for (the context mesh's devices), not the host's default backend.
+        return "tiled" if target_platform() == "cpu" else "ragged"
     return impl
 
 
