@@ -40,6 +40,7 @@ from jax.experimental import pallas as pl
 
 from qwen3_jax.ops import flash_common as fc
 from qwen3_jax.ops.flash_forward import forward as _forward_kernel
+from qwen3_jax.sharding.platform import target_platform
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,8 +53,8 @@ class _Static:
 
 
 def _interpret(interpret):
-    if interpret is None:
-        return jax.default_backend() != "tpu"
+    if interpret is None:  # the platform compiled for (the context mesh's devices), not the host's
+        return target_platform() != "tpu"
     return interpret
 
 

@@ -59,3 +59,12 @@ def test_engine_layout_follows_the_model_mesh():
     assert type(Engine(model).fwd).__name__ == "Stacked"
     cpu_model = Model(cfg, None, mesh=None)
     assert type(Engine(cpu_model).fwd).__name__ == "Split"
+
+
+def test_flash_attention_compiles_mosaic_for_a_tpu_mesh():
+    from qwen3_jax.ops import flash_attention
+
+    assert flash_attention._interpret(None) is True  # CPU host, no mesh: interpret mode
+    with jax.set_mesh(_tpu_mesh()):
+        assert flash_attention._interpret(None) is False
+    assert flash_attention._interpret(True) is True
