@@ -6,7 +6,7 @@ small shapes. Semantics shared with `flash_attention`:
 * query heads grouped on KV heads (query head n reads KV head n // (N / K));
 * query t may see key s when (not causal or kv_pos[s] <= q_pos[t]) and, with segments,
   segment_ids[t] == kv_segment_ids[s];
-* a row that sees no key gets output 0 and log-sum-exp -inf.
+* a row that sees no key gets output 0 and log-sum-exp `NO_KEYS` (-1e30).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from qwen3_jax.ops.block_attention import NO_KEYS
 from qwen3_jax.ops.flash_common import positions, segments
 
 
@@ -55,5 +56,5 @@ def attention_reference(q, k, v, *, segment_ids=None, kv_segment_ids=None, q_pos
     out = out.reshape(B, T, N, H).astype(q.dtype)
     if not return_lse:
         return out
-    lse = jnp.where(seen, m_safe + jnp.log(jnp.where(seen, l, 1.0)), -jnp.inf)[..., 0]  # [B, K, G, T]
+    lse = jnp.where(seen, m_safe + jnp.log(jnp.where(seen, l, 1.0)), NO_KEYS)[..., 0]  # [B, K, G, T]
     return out, lse.transpose(0, 3, 1, 2).reshape(B, T, N)

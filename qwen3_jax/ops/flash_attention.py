@@ -19,7 +19,7 @@ with T + S, not T·S.
 * Any T and S with any block sizes (multiples of 8; on a real TPU, a block shorter than its
   sequence must be a multiple of 128): the tails are padded and masked.
 * `scale` is the logit scale of this call (default head_dim ** -0.5).
-* Rows that see no key give out 0 and lse -inf; gradients flow through lse too (its cotangent
+* Rows that see no key give out 0 and lse `block_attention.NO_KEYS` (-1e30); gradients flow through lse too (its cotangent
   enters the backward as it does for softmax's normaliser), as ring attention's merges need.
 
 Platforms: on TPU the kernels compile with Mosaic; elsewhere (`interpret=None` off TPU) they run

@@ -7,7 +7,7 @@ acc = Σ exp(s - m)·v, all in float32 VMEM scratch. The last step writes out = 
 log-sum-exp m + log l. Steps outside the needed range of key blocks (see `flash_common`) do
 nothing.
 
-Rows that see no key at all give out = 0 and lse = -inf.
+Rows that see no key at all give out = 0 and lse = `NO_KEYS` (-1e30, finite so merges stay finite).
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
+from qwen3_jax.ops.block_attention import NO_KEYS
 from qwen3_jax.ops.flash_common import Dims, block_mask
 
 NT = (((1,), (1,)), ((), ()))  # contract the minor dims of both: a @ b.T
@@ -69,7 +70,7 @@ def _fwd_kernel(lo_ref, hi_ref, q_ref, k_ref, v_ref, qpos_ref, kpos_ref, *rest, 
             l = l_sc[g][:, :1]
             seen = l > 0
             o_ref[g] = jnp.where(seen, acc_sc[g] / jnp.where(seen, l, 1.0), 0.0).astype(o_ref.dtype)
-            lse = jnp.where(seen, m_sc[g][:, :1] + jnp.log(jnp.where(seen, l, 1.0)), -jnp.inf)  # [bq, 1]
+            lse = jnp.where(seen, m_sc[g][:, :1] + jnp.log(jnp.where(seen, l, 1.0)), NO_KEYS)  # [bq, 1]
             lse_ref[g] = jnp.transpose(jnp.broadcast_to(lse, (d.bq, _LANES)))[:1, :]
 
 
