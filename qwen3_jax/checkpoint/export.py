@@ -28,10 +28,11 @@ DEFAULT_MAX_SHARD_SIZE = "5GB"
 def export(src: str | os.PathLike, dst: str | os.PathLike, dtype: Any = None,
            max_shard_size: str | int = DEFAULT_MAX_SHARD_SIZE, force: bool = False, progress: bool = True,
            log: Callable[[str], None] | None = None) -> dict:
-    """Writes a HF checkpoint directory from a converted Orbax directory.
+    """Writes a HF checkpoint directory from a converted Orbax directory or a training run.
 
     Args:
-      src: directory written by `qwen3-jax convert` (or by training code using `orbax_io`).
+      src: directory written by `qwen3-jax convert` (or by training code using `orbax_io`), or a
+        `qwen3-jax train` run directory (its newest complete checkpoint is exported).
       dst: output directory; must not exist unless `force`.
       dtype: dtype of the written tensors; None keeps the stored dtypes.
       max_shard_size: largest safetensors file ("5GB", "500MB", or bytes).
@@ -43,14 +44,23 @@ def export(src: str | os.PathLike, dst: str | os.PathLike, dtype: Any = None,
       A summary dict (tensors, bytes, files).
     """
     src = os.fspath(src)
-    if not orbax_io.is_orbax_dir(src):
+    from qwen3_jax.train import checkpoint as train_ckpt  # a training run directory is a source too
+
+    if orbax_io.is_orbax_dir(src):
+        cfg = orbax_io.read_config(src)
+        saved = orbax_io.check_params(src, cfg)
+        read_param = lambda path, shape, stored: orbax_io.restore_param(src, path, shape, stored)  # noqa: E731
+    elif train_ckpt.is_run_dir(src):  # the newest complete checkpoint's float32 master params
+        run = train_ckpt.ParamSource(src)
+        cfg, saved = run.config, orbax_io.check_saved(src, run.saved, run.config)
+        read_param = lambda path, shape, stored: run.read(path)  # noqa: E731
+    else:
         raise FileNotFoundError(f"{src} is not a qwen3-jax Orbax checkpoint (expected {orbax_io.PARAMS_DIR}/ "
-                                f"and {orbax_io.CONFIG_FILE}; make one with `qwen3-jax convert`)")
+                                f"and {orbax_io.CONFIG_FILE}; make one with `qwen3-jax convert`) nor a training "
+                                f"run directory with a complete checkpoint")
     staging.check_not_overlapping(src, dst)
     dst = staging.check_output(dst, force)
     max_bytes = parse_size(max_shard_size)
-    cfg = orbax_io.read_config(src)
-    saved = orbax_io.check_params(src, cfg)
     groups = group_by_param(list(hf_tensors(cfg)))
     out_dtype = {p: np.dtype(dtype) if dtype is not None else saved[p][1] for p in groups}
     entries = [Entry(t.hf_name, t.hf_shape, out_dtype[p]) for p, ts in groups.items() for t in ts]
@@ -63,7 +73,7 @@ def export(src: str | os.PathLike, dst: str | os.PathLike, dtype: Any = None,
         for path, ts in groups.items():
             staging.poll_interrupt()
             shape, stored = saved[path]
-            arr = orbax_io.restore_param(src, path, shape, stored)
+            arr = read_param(path, shape, stored)
             for t in ts:
                 staging.poll_interrupt()
                 x = np.asarray(to_hf(t.rule, arr[t.index], cfg)).astype(out_dtype[path], copy=False)

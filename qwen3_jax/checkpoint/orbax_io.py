@@ -172,7 +172,11 @@ def saved_params(path: str | os.PathLike) -> dict[Path, tuple[tuple[int, ...], n
 
 def check_params(path: str | os.PathLike, cfg: Qwen3Config) -> dict[Path, tuple[tuple[int, ...], np.dtype]]:
     """Compares the stored params with `cfg`; raises one CheckpointError listing every problem."""
-    saved = saved_params(path)
+    return check_saved(path, saved_params(path), cfg)
+
+
+def check_saved(path, saved: dict[Path, tuple[tuple[int, ...], np.dtype]], cfg: Qwen3Config):
+    """`check_params` on a given path -> (shape, dtype) table (e.g. a training checkpoint's)."""
     want = param_shapes(cfg)
     problems = [f"  missing: {'/'.join(p)}" for p in want if p not in saved]
     problems += [f"  unexpected: {'/'.join(p)}" for p in saved if p not in want]

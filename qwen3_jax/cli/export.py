@@ -10,7 +10,8 @@ HELP = "export an Orbax checkpoint as Hugging Face safetensors (loads in transfo
 def add_arguments(p):
     from qwen3_jax.cli.convert import DTYPES
 
-    p.add_argument("src", help="directory written by `qwen3-jax convert` (params/ + qwen3_config.json)")
+    p.add_argument("src", help="directory written by `qwen3-jax convert` (params/ + qwen3_config.json), or a "
+                   "`qwen3-jax train` run directory (its newest complete checkpoint)")
     p.add_argument("dst", help="output directory (must not exist unless --force)")
     p.add_argument("--dtype", choices=DTYPES, default=None, help="write tensors in this dtype (default: as stored)")
     p.add_argument("--max-shard-size", default="5GB", help="largest safetensors file (default 5GB)")

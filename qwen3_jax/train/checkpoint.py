@@ -154,7 +154,8 @@ def _step_dir(run_dir, step=None) -> tuple[str, int]:
     step = latest_complete_step(run_dir) if step is None else step
     if step is None:
         raise CheckpointError(f"{run_dir}: no complete training checkpoint under {checkpoint_dir(run_dir)}/")
-    return os.path.join(checkpoint_dir(run_dir), str(step)), step
+    # Orbax needs absolute paths.
+    return os.path.abspath(os.path.join(checkpoint_dir(run_dir), str(step))), step
 
 
 def run_model_config(run_dir: str | os.PathLike, step: int | None = None) -> Qwen3Config:
@@ -228,7 +229,7 @@ class ParamSource:
     """
 
     def __init__(self, run_dir: str | os.PathLike, step: int | None = None):
-        self.run_dir = os.fspath(run_dir)
+        self.run_dir = os.path.abspath(os.fspath(run_dir))
         d, self.step = _step_dir(run_dir, step)
         self.config = run_model_config(run_dir, self.step)
         self.saved = {p: (tuple(m.shape), np.dtype(m.dtype))
