@@ -45,12 +45,13 @@ class Model:
     """
 
     def __init__(self, config: Qwen3Config, params, *, dtype=jnp.float32, param_dtype=None, mesh: Mesh | None = None,
-                 moe_impl: str = "auto", remat: str = "none", moe_capacity_factor: float | None = None):
+                 moe_impl: str = "auto", remat: str = "none", moe_capacity_factor: float | None = None,
+                 attention_impl: str = "xla", ring_layout: str = "contiguous"):
         """Args:
           config, params: the architecture and a matching param tree.
           dtype: compute dtype; param_dtype: storage dtype of the params (default: `dtype`), e.g.
             float32 params with bfloat16 compute for mixed-precision training.
-          mesh, moe_impl, remat, moe_capacity_factor: see `load`.
+          mesh, moe_impl, remat, moe_capacity_factor, attention_impl, ring_layout: see `load`.
         """
         self.config = config
         self.params = params
@@ -58,7 +59,8 @@ class Model:
         self.dtype = _dtype(dtype)
         self.param_dtype = self.dtype if param_dtype is None else _dtype(param_dtype)
         self.module = Qwen3(config, dtype=self.dtype, param_dtype=self.param_dtype, remat=remat, moe_impl=moe_impl,
-                            moe_capacity_factor=moe_capacity_factor)
+                            moe_capacity_factor=moe_capacity_factor, attention_impl=attention_impl,
+                            ring_layout=ring_layout)
         self._forward = jax.jit(self._apply, static_argnames=("return_hidden",))
 
     def _apply(self, params, input_ids, attention_mask, positions, return_hidden=False) -> Output:
@@ -140,7 +142,8 @@ def _checkpoint_dtype(path: str) -> Any:
 
 
 def load(path: str | os.PathLike, dtype: Any = "auto", *, mesh: Mesh | None = None, seed: int = 0,
-         moe_impl: str = "auto", remat: str = "none", moe_capacity_factor: float | None = None) -> Model:
+         moe_impl: str = "auto", remat: str = "none", moe_capacity_factor: float | None = None,
+         attention_impl: str = "xla", ring_layout: str = "contiguous") -> Model:
     """Loads a model.
 
     Args:
@@ -153,9 +156,12 @@ def load(path: str | os.PathLike, dtype: Any = "auto", *, mesh: Mesh | None = No
       moe_impl: expert computation ("auto", "tiled", "ragged", "dense").
       remat: rematerialisation policy for training.
       moe_capacity_factor: expert-parallel capacity (None = dropless; see `model.moe`).
+      attention_impl: "xla", or "ring" (ring attention over the mesh's `sequence` axis for calls
+        without a cache); ring_layout: "contiguous" or "zigzag" (see `model.transformer.Qwen3`).
     """
     path = os.fspath(path)
-    opts = dict(mesh=mesh, moe_impl=moe_impl, remat=remat, moe_capacity_factor=moe_capacity_factor)
+    opts = dict(mesh=mesh, moe_impl=moe_impl, remat=remat, moe_capacity_factor=moe_capacity_factor,
+                attention_impl=attention_impl, ring_layout=ring_layout)
     from qwen3_jax.checkpoint import orbax_io
 
     if orbax_io.is_orbax_dir(path):  # written by `qwen3-jax convert`: restored straight into the mesh layout

@@ -17,6 +17,7 @@ from qwen3_jax.model import dual_chunk
 from qwen3_jax.model.layers import Einsum, RMSNorm
 from qwen3_jax.model.rope import apply_rope
 from qwen3_jax.ops.attention import dot_product_attention, prefix_attention
+from qwen3_jax.ops.ring_attention import ring_attention
 
 
 def update_cache(cache: dict[str, jax.Array], k: jax.Array, v: jax.Array, write_at: jax.Array):
@@ -45,11 +46,15 @@ class Attention(nn.Module):
     Attributes:
       cfg: the model config (heads, head_dim, eps).
       dtype, param_dtype: compute and storage dtypes.
+      attention_impl: "xla" or "ring" (calls without a cache; `mask` is then {"segment_ids"}).
+      ring_layout: "contiguous" or "zigzag" token order along the sequence (see `Qwen3`).
     """
 
     cfg: Qwen3Config
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    attention_impl: str = "xla"
+    ring_layout: str = "contiguous"
 
     @nn.compact
     def __call__(self, x, cos, sin, mask, cache=None, write_at=None):
@@ -81,7 +86,9 @@ class Attention(nn.Module):
         k = nn.with_logical_constraint(k, ("batch", "length", "act_kv_heads", "head_dim"))
         v = nn.with_logical_constraint(v, ("batch", "length", "act_kv_heads", "head_dim"))
         scale = H ** -0.5
-        if cache is None:
+        if cache is None and self.attention_impl == "ring":
+            out = ring_attention(q, k, v, mask["segment_ids"], scale=scale, layout=self.ring_layout)
+        elif cache is None:
             out = dot_product_attention(q, k, v, mask, scale)
         elif q.shape[1] == 1:
             # Decode: attend over the cache as it was plus this step's own key and value, then write

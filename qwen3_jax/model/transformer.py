@@ -36,7 +36,10 @@ from qwen3_jax.model.block import DecoderLayer
 from qwen3_jax.model.layers import Einsum, Embed, RMSNorm
 from qwen3_jax.model.rope import rope_cos_sin, rope_frequencies
 from qwen3_jax.ops.attention import causal_mask
+from qwen3_jax.ops.ring_attention import zigzag_order
+from qwen3_jax.sharding.rules import mesh_axis_sizes
 
+ATTENTION_IMPLS = ("xla", "ring")
 REMAT_POLICIES = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -78,6 +81,12 @@ class Qwen3(nn.Module):
       remat: rematerialisation policy of each layer, a key of REMAT_POLICIES.
       moe_impl: expert computation ("auto" picks per backend; see `ops.moe`).
       moe_capacity_factor: capacity of expert-parallel MoE layers (None = dropless; see `model.moe`).
+      attention_impl: "xla" (plain attention over a [B, T, S] mask) or "ring" (ring attention over
+        the mesh's `sequence` axis for calls without a cache, `ops.ring_attention`; cached calls
+        use "xla").
+      ring_layout: order of the tokens along the sequence with "ring": "contiguous", or "zigzag"
+        when the caller has put ids, segment ids, masks (and positions, if given) in the zig-zag
+        order of `ops.ring_attention.to_zigzag` (default positions are then permuted here).
     """
 
     config: Qwen3Config
@@ -86,6 +95,8 @@ class Qwen3(nn.Module):
     remat: str = "none"
     moe_impl: str = "auto"
     moe_capacity_factor: float | None = None
+    attention_impl: str = "xla"
+    ring_layout: str = "contiguous"
 
     @nn.compact
     def __call__(self, input_ids, positions=None, attention_mask=None, cache=None, write_at=None,
@@ -108,8 +119,12 @@ class Qwen3(nn.Module):
         c = self.config
         if self.remat not in REMAT_POLICIES:
             raise ValueError(f"unknown remat policy {self.remat!r}; expected one of {list(REMAT_POLICIES)}")
+        if self.attention_impl not in ATTENTION_IMPLS:
+            raise ValueError(f"unknown attention_impl {self.attention_impl!r}; expected one of {ATTENTION_IMPLS}")
+        if self.attention_impl == "ring" and c.dual_chunk_attention_config is not None:
+            raise ValueError("attention_impl='ring' does not support dual_chunk_attention_config")
         cos, sin, mask = attention_inputs(c, input_ids.shape, self.dtype, positions, attention_mask, cache is not None,
-                                          write_at, segment_ids)
+                                          write_at, segment_ids, self.attention_impl, self.ring_layout)
         embed = Embed(c.vocab_size, c.hidden_size, self.dtype, self.param_dtype, name="embed_tokens")
         x = nn.with_logical_constraint(embed(input_ids), ("batch", "length", "act_embed"))
 
@@ -127,7 +142,8 @@ class Qwen3(nn.Module):
                 length=seg.length,
                 metadata_params={nn.PARTITION_NAME: "layers"},
             )(c, seg.kind, self.dtype, self.param_dtype, self.moe_impl, return_hidden,
-              moe_capacity_factor=self.moe_capacity_factor, name=seg.name)
+              moe_capacity_factor=self.moe_capacity_factor, attention_impl=self.attention_impl,
+              ring_layout=self.ring_layout, name=seg.name)
             seg_cache = None if cache is None else cache[seg.name]
             x, (seg_cache, seg_router, seg_hidden) = stack(x, seg_cache, cos, sin, mask, write_at)
             if cache is not None:
@@ -160,7 +176,8 @@ class Qwen3(nn.Module):
 
 
 def attention_inputs(config: Qwen3Config, shape: tuple[int, int], dtype, positions=None, attention_mask=None,
-                     cached: bool = False, write_at=None, segment_ids=None):
+                     cached: bool = False, write_at=None, segment_ids=None, attention_impl: str = "xla",
+                     ring_layout: str = "contiguous"):
     """RoPE tables and the attention mask shared by every layer of one call.
 
     Args:
@@ -169,10 +186,13 @@ def attention_inputs(config: Qwen3Config, shape: tuple[int, int], dtype, positio
       dtype: compute dtype of cos/sin.
       positions, attention_mask, write_at, segment_ids: as in `Qwen3.__call__`.
       cached: whether the call reads and writes a KV cache.
+      attention_impl, ring_layout: as in `Qwen3`.
 
     Returns:
       cos, sin [B, T, H] and the boolean mask [B, T, S]; with dual chunk attention, cos and sin
-      [3, B, T, H] and a dict of layer inputs instead of the mask (see `model.dual_chunk`).
+      [3, B, T, H] and a dict of layer inputs instead of the mask (see `model.dual_chunk`); with
+      ring attention (no cache), {"segment_ids": [B, T]} instead of the mask (padding: 0, or -1
+      with segment ids), so that no [B, T, T] array exists.
     """
     B, T = shape
     steps = jnp.arange(T, dtype=jnp.int32)[None, :]
@@ -186,9 +206,16 @@ def attention_inputs(config: Qwen3Config, shape: tuple[int, int], dtype, positio
         kv_valid = attention_mask.astype(bool)
     if config.dual_chunk_attention_config is not None:
         return dual_chunk.attention_inputs(config, q_slots, kv_valid, positions, segment_ids, dtype, cached)
+    ring = attention_impl == "ring" and not cached
+    if ring and positions is None and ring_layout == "zigzag":
+        n = mesh_axis_sizes().get("sequence", 1)
+        positions = jnp.broadcast_to(jnp.asarray(zigzag_order(T, n), jnp.int32), (B, T))
     positions = q_slots if positions is None else positions
     inv_freq, att_factor = rope_frequencies(config)
     cos, sin = rope_cos_sin(positions, inv_freq, att_factor, dtype)
+    if ring:
+        seg = kv_valid.astype(jnp.int32) if segment_ids is None else jnp.where(kv_valid, segment_ids, -1)
+        return cos, sin, {"segment_ids": seg.astype(jnp.int32)}
     return cos, sin, causal_mask(q_slots, kv_valid, segment_ids)
 
 
