@@ -220,6 +220,38 @@ def init_params_from(run_dir: str | os.PathLike, abstract_params, step: int | No
     return restore_params_subtree(run_dir, abstract_params, step)
 
 
+def check_init_source(path: str | os.PathLike) -> None:
+    """Raises CheckpointError unless `path` is a run directory, an Orbax model or a HF checkpoint."""
+    from qwen3_jax.checkpoint import orbax_io
+
+    path = os.fspath(path)
+    if is_run_dir(path) or orbax_io.is_orbax_dir(path) or os.path.isfile(os.path.join(path, "config.json")):
+        return
+    raise CheckpointError(f"--init-from {path}: neither a training run with a complete checkpoint, an Orbax "
+                          "model directory, nor a Hugging Face checkpoint (config.json)")
+
+
+def init_params_from_any(path: str | os.PathLike, abstract_params):
+    """`init_params_from` for a run directory; for a Hugging Face or Orbax model directory its
+    params (read with `qwen3_jax.load`), shape-checked and placed like `abstract_params`."""
+    if is_run_dir(path):
+        return init_params_from(path, abstract_params)
+    check_init_source(path)
+    from qwen3_jax.api import load
+
+    params = load(os.fspath(path), dtype="float32").params
+    got = {tuple(str(getattr(k, "key", k)) for k in kp): x for kp, x in jax.tree_util.tree_leaves_with_path(params)}
+    want = {tuple(str(getattr(k, "key", k)) for k in kp): x
+            for kp, x in jax.tree_util.tree_leaves_with_path(abstract_params)}
+    problems = [f"missing {'/'.join(p)}" for p in want if p not in got]
+    problems += [f"{'/'.join(p)} is {list(got[p].shape)}, the new model expects {list(x.shape)}"
+                 for p, x in want.items() if p in got and tuple(got[p].shape) != tuple(x.shape)]
+    if problems:
+        raise CheckpointError(f"--init-from {path}: params do not fit this model: " + "; ".join(problems[:5])
+                              + (" ..." if len(problems) > 5 else ""))
+    return jax.tree.map(lambda a, x: jax.device_put(x.astype(a.dtype), a.sharding), abstract_params, params)
+
+
 class ParamSource:
     """A run's params, one stacked param at a time (for `checkpoint.export`).
 

@@ -126,19 +126,21 @@ def build_run_data(cfg: TrainConfig, tokenizer=None):
 
 
 def train(cfg: TrainConfig, run_dir: str | os.PathLike, init_from: str | None = None, stop_at: int | None = None,
-          data=None, quiet: bool = False, devices=None) -> RunResult:
+          data=None, quiet: bool = False, devices=None, batch_keys: tuple | None = None) -> RunResult:
     """Runs (or resumes) training until `cfg.train.steps` (or `stop_at`) steps are done.
 
     Args:
       cfg: the validated run config.
       run_dir: the run directory (created after all checks pass).
-      init_from: another run directory whose newest params start this run (fresh optimizer and data);
-        ignored when `run_dir` already has a checkpoint (the run resumes instead).
+      init_from: another run directory whose newest params start this run (fresh optimizer and data),
+        or a Hugging Face / Orbax model directory; ignored when `run_dir` already has a checkpoint
+        (the run resumes instead).
       stop_at: stop after this step (a checkpoint is written there) without changing the schedule.
       data: optional iterator of local batches instead of the config's data pipeline (tests);
         it must have get_state/set_state to be resumable.
       quiet: no progress bar.
       devices: the devices of the mesh (default: all devices).
+      batch_keys: the batch arrays the step reads (default `step.BATCH_KEYS`; SFT adds `LOSS_MASK`).
     """
     from qwen3_jax.train import checkpoint as ck
     from qwen3_jax.train.metrics import (MetricsWriter, check_finite, flops_per_token, measure_matmul_peak,
@@ -152,14 +154,13 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, init_from: str | None = 
     mc = cfg.model_config()
     resume_step = ck.latest_complete_step(run_dir)
     if init_from is not None and resume_step is None:
-        if not ck.is_run_dir(init_from):
-            raise CheckpointError(f"--init-from {init_from}: no complete training checkpoint there")
+        ck.check_init_source(init_from)
     it = build_run_data(cfg) if data is None else data
-    ts = build_train_step(cfg, mesh, mc)
+    ts = build_train_step(cfg, mesh, mc) if batch_keys is None else build_train_step(cfg, mesh, mc, batch_keys)
     abstract = ts.abstract_state()
     init_params = None
     if init_from is not None and resume_step is None:
-        init_params = ck.init_params_from(init_from, abstract["params"])  # shape check before writing
+        init_params = ck.init_params_from_any(init_from, abstract["params"])  # shape check before writing
 
     # ---- from here on the run directory is written ----
     os.makedirs(run_dir, exist_ok=True)

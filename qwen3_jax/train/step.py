@@ -40,6 +40,9 @@ from qwen3_jax.train.optimizer import current_lr, make_optimizer
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 BATCH_KEYS = ("tokens", "segment_ids", "positions")
+# Optional batch key (SFT): int32 [B, T], 1 where position t's prediction of token t + 1 counts;
+# multiplies the next-token weights, so the loss covers only the masked targets.
+LOSS_MASK = "loss_mask"
 
 
 @dataclasses.dataclass
@@ -52,6 +55,7 @@ class TrainStep:
       state_shardings: NamedSharding tree of the state.
       batch_shardings: NamedSharding of each batch array ([B, T], batch over the data axes).
       mesh, model_config, config, module, optimizer: what it was built from.
+      batch_keys: the batch arrays the step reads (`BATCH_KEYS`, plus `LOSS_MASK` for SFT).
     """
 
     jitted: Any
@@ -64,6 +68,7 @@ class TrainStep:
     optimizer: optax.GradientTransformation
     _init: Callable = None
     _from_params: Callable = None
+    batch_keys: tuple = BATCH_KEYS
 
     def __call__(self, state, batch):
         with mesh_context(self.model_config, self.mesh):
@@ -94,12 +99,12 @@ class TrainStep:
     def abstract_batch(self):
         t = self.config.train
         return {k: jax.ShapeDtypeStruct((t.batch_size, t.seq_len), jnp.int32, sharding=self.batch_shardings[k])
-                for k in BATCH_KEYS}
+                for k in self.batch_keys}
 
     def place_batch(self, local: dict) -> dict:
         """Global batch arrays from this process's rows ([batch_size / process_count, seq] each)."""
         out = {}
-        for k in BATCH_KEYS:
+        for k in self.batch_keys:
             x = np.asarray(local[k], np.int32)
             out[k] = jax.make_array_from_process_local_data(self.batch_shardings[k], x)
         return out
@@ -117,14 +122,22 @@ def _opt_shardings(tx, abstract_opt_state, p_shardings, mesh):
                                             transform_non_params=lambda _: replicated)
 
 
-def build_train_step(cfg: TrainConfig, mesh: Mesh, model_config: Qwen3Config | None = None) -> TrainStep:
+def build_train_step(cfg: TrainConfig, mesh: Mesh, model_config: Qwen3Config | None = None,
+                     batch_keys: tuple = BATCH_KEYS) -> TrainStep:
     """Builds the sharded, jitted train step of `cfg` on `mesh`.
 
     Args:
       cfg: the run config (model, train, optimizer sections are used).
       mesh: the device mesh (Auto axes, see `qwen3_jax.make_mesh`).
       model_config: the architecture; default `cfg.model_config()`.
+      batch_keys: `BATCH_KEYS`, or with `LOSS_MASK` added: the loss then counts only the
+        targets the batch's loss mask marks (SFT on assistant tokens).
     """
+    unknown = set(batch_keys) - set(BATCH_KEYS) - {LOSS_MASK}
+    if unknown or not set(BATCH_KEYS) <= set(batch_keys):
+        raise ValueError(f"batch_keys must be {BATCH_KEYS} plus optionally {LOSS_MASK!r}; got {batch_keys}")
+    batch_keys = tuple(batch_keys)
+    masked = LOSS_MASK in batch_keys
     mc = model_config or cfg.model_config()
     t = cfg.train
     module = make_module(cfg, mc)
@@ -133,7 +146,7 @@ def build_train_step(cfg: TrainConfig, mesh: Mesh, model_config: Qwen3Config | N
     p_shardings = param_shardings(mc, mesh)
     replicated = NamedSharding(mesh, P())
     batch_spec = nn.logical_to_mesh_axes(("batch", "length"), rules)
-    batch_shardings = {k: NamedSharding(mesh, batch_spec) for k in BATCH_KEYS}
+    batch_shardings = {k: NamedSharding(mesh, batch_spec) for k in batch_keys}
     param_dtype = DTYPES[cfg.model.param_dtype]
     A = t.grad_accum
     aux_coef = mc.router_aux_loss_coef if t.aux_loss_coef is None else t.aux_loss_coef
@@ -160,6 +173,8 @@ def build_train_step(cfg: TrainConfig, mesh: Mesh, model_config: Qwen3Config | N
         tokens, seg, pos = mb["tokens"], mb["segment_ids"], mb["positions"]
         out = forward(params, tokens, seg, pos)
         targets, weights = next_token_targets(tokens, seg)
+        if masked:
+            weights = weights * mb[LOSS_MASK].astype(weights.dtype)
         head, layout = head_weight(params, mc)
         ce = chunked_cross_entropy(out.final_hidden, head, targets, weights, t.loss_chunk, layout, module.dtype)
         loss = ce / n_targets
@@ -193,8 +208,10 @@ def build_train_step(cfg: TrainConfig, mesh: Mesh, model_config: Qwen3Config | N
 
     def step(state, batch):
         params = state["params"]
-        batch = {k: batch[k] for k in BATCH_KEYS}
+        batch = {k: batch[k] for k in batch_keys}
         _, weights = next_token_targets(batch["tokens"], batch["segment_ids"])
+        if masked:
+            weights = weights * batch[LOSS_MASK].astype(weights.dtype)
         n_targets = jnp.maximum(jnp.sum(weights), 1.0)
         n_real = jnp.maximum(jnp.sum((batch["segment_ids"] != 0).astype(jnp.float32)), 1.0)
         global_stats = None
@@ -234,4 +251,4 @@ def build_train_step(cfg: TrainConfig, mesh: Mesh, model_config: Qwen3Config | N
                      out_shardings=(state_shardings, replicated), donate_argnums=0)
     return TrainStep(jitted=jitted, state_shardings=state_shardings, batch_shardings=batch_shardings, mesh=mesh,
                      model_config=mc, config=cfg, module=module, optimizer=tx, _init=init_fn,
-                     _from_params=from_params_fn)
+                     _from_params=from_params_fn, batch_keys=batch_keys)
