@@ -27,6 +27,9 @@ COMMANDS = {
     "pretokenize": "qwen3_jax.cli.pretokenize",
     "train": "qwen3_jax.cli.train",
     "plan": "qwen3_jax.cli.plan",
+    "sft": "qwen3_jax.cli.sft",
+    "grpo": "qwen3_jax.cli.grpo",
+    "distill": "qwen3_jax.cli.distill",
 }
 
 

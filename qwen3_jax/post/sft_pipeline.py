@@ -17,6 +17,7 @@ resume.
 from __future__ import annotations
 
 import dataclasses
+import json
 from typing import Sequence
 
 import grain
@@ -126,3 +127,33 @@ def packed_batches(samples: Sequence[ChatSample], seq_len: int, batch_size: int,
         ds.to_iter_dataset(), length_struct={"tokens": seq_len, "mask": seq_len},
         num_packing_bins=bins or max(8, batch_size), seed=seed, shuffle_bins=True)
     return packer.map(_to_row).batch(batch_size, drop_remainder=True)
+
+
+class BatchIterator:
+    """An iterator over a grain dataset whose position is JSON bytes (what the trainer checkpoints).
+
+    Attributes:
+        dataset: the grain IterDataset.
+    """
+
+    def __init__(self, dataset: grain.IterDataset):
+        self.dataset = dataset
+        self._it = iter(dataset)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        return next(self._it)
+
+    def get_state(self) -> bytes:
+        return json.dumps(self._it.get_state()).encode()
+
+    def start_prefetch(self) -> None:
+        """Called by grain's checkpoint handler after a restore; nothing runs ahead here."""
+        getattr(self._it, "start_prefetch", lambda: None)()
+
+    def set_state(self, state: bytes | str | dict) -> None:
+        if isinstance(state, (bytes, str)):
+            state = json.loads(state)
+        self._it.set_state(state)
