@@ -227,8 +227,8 @@ def check_init_source(path: str | os.PathLike) -> None:
     path = os.fspath(path)
     if is_run_dir(path) or orbax_io.is_orbax_dir(path) or os.path.isfile(os.path.join(path, "config.json")):
         return
-    raise CheckpointError(f"--init-from {path}: neither a training run with a complete checkpoint, an Orbax "
-                          "model directory, nor a Hugging Face checkpoint (config.json)")
+    raise CheckpointError(f"--init-from {path}: no complete training checkpoint there, and not an Orbax model "
+                          "directory nor a Hugging Face checkpoint (config.json) either")
 
 
 def init_params_from_any(path: str | os.PathLike, abstract_params):

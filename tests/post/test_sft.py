@@ -124,5 +124,5 @@ def test_init_from_a_hugging_face_directory(tmp_path):
     ts2 = build_train_step(wide, make_run_mesh(wide, ONE))
     with pytest.raises(CheckpointError, match="params do not fit this model"):
         init_params_from_any(str(tmp_path / "hf"), ts2.abstract_state()["params"])
-    with pytest.raises(CheckpointError, match="neither a training run"):
+    with pytest.raises(CheckpointError, match="no complete training checkpoint there, and not an Orbax"):
         init_params_from_any(str(tmp_path), ts2.abstract_state()["params"])
