@@ -1,0 +1,49 @@
+"""Distillation runs on the trainer's parts: a teacher of another size, both modes of sampling."""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from post_helpers import tiny_model
+from qwen3_jax.post.distill import DistillSection, distill
+from qwen3_jax.post.distill_loss import VocabularyMismatch
+from qwen3_jax.train.config import config_from_dict
+
+ONE = jax.devices()[:1]
+MODEL = dict(vocab_size=320, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+             num_key_value_heads=2, head_dim=16, max_position_embeddings=512, tie_word_embeddings=True,
+             name="test-student")
+
+
+def cfg(vocab=320):
+    return config_from_dict({
+        "model": {"config": dict(MODEL, vocab_size=vocab)}, "mesh": "data=1",
+        "train": {"steps": 4, "batch_size": 4, "seq_len": 112, "loss_chunk": 32},
+        "optimizer": {"lr": 3e-3, "warmup_steps": 0, "weight_decay": 0.0, "schedule": "constant"},
+        "checkpoint": {"every": 4, "keep": 1},
+        "log": {"every": 1, "tensorboard": False, "progress": False, "peak_flops": 1e11}})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["off_policy", "on_policy"])
+def test_distill_lowers_the_kl(tmp_path, small_tok, mode):
+    teacher = tiny_model(320, seed=5, layers=3, hidden=48)
+    # Sharper teacher logits (the tied head x 4; the first layer's RMSNorm undoes the input scale).
+    teacher.params = {**teacher.params, "embed_tokens": {"embedding": 4.0 * teacher.params["embed_tokens"]["embedding"]}}
+    # A fixed prompt set of one prompt: the same completions' KL is compared across steps.
+    section = DistillSection.from_dict({"mode": mode, "prompts": ["synthetic:mixed:1"], "group_size": 4,
+                                        "max_prompt_tokens": 100, "max_new_tokens": 8, "temperature": 0.0})
+    _, recs = distill(cfg(), section, tmp_path / mode, teacher, quiet=True, devices=ONE, tokenizer=small_tok)
+    kls = [r["loss"] for r in recs]
+    assert len(kls) == 4 and all(np.isfinite(kls))
+    if mode == "off_policy":  # greedy teacher samples: the same batch every step, so the KL must fall
+        assert kls[-1] < kls[0], kls
+    assert "rollout_tokens_per_second" in recs[0] and "response_length" in recs[0]
+
+
+def test_teacher_with_another_vocabulary_is_refused(tmp_path, small_tok):
+    with pytest.raises(VocabularyMismatch, match=r"teacher's vocabulary \(256 ids\) differs"):
+        distill(cfg(), DistillSection(max_prompt_tokens=64, max_new_tokens=8), tmp_path / "r", tiny_model(256), devices=ONE, tokenizer=small_tok)
+    assert not os.path.exists(tmp_path / "r")
