@@ -122,6 +122,15 @@ def reward_functions(section: GRPOSection) -> dict[str, Any]:
     return out
 
 
+def check_rewards(fns: dict, section: GRPOSection, prompts: rollout.PromptSet) -> None:
+    """Calls the reward functions once on made-up replies to the first prompts, so one that raises or
+    returns the wrong number of values stops the run before its directory is written."""
+    n = min(2, len(prompts))
+    replies = ["<think>\nx\n</think>\n\n0<|im_end|>", "0"][:n]
+    R.combine(fns, prompts.messages[:n], replies, weights=section.rewards, completion_ids=[[0]] * n,
+              **{k: v[:n] for k, v in prompts.columns.items()})
+
+
 def read_prompts(paths, seed: int = 0) -> list[dict]:
     """Prompt records from JSONL files or ``synthetic:MODES[:N]``."""
     import json
@@ -199,6 +208,7 @@ def grpo(cfg: TrainConfig, section: GRPOSection, run_dir: str | os.PathLike, ini
                           f"{cfg.model_config().vocab_size}")
     prompts = rollout.PromptSet.from_records(read_prompts(section.prompts, cfg.train.seed), tokenizer,
                                              section.max_prompt_tokens, section.overlong_prompts)
+    check_rewards(fns, section, prompts)
     frozen = (lambda p: {"ref": p}) if loss_cfg.beta > 0 else None
     run = RLRun(cfg, section, run_dir, init_from, devices, frozen_from=frozen)
     module = run.ts.module

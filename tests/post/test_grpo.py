@@ -58,3 +58,26 @@ def test_grpo_config_errors_write_nothing(tmp_path, small_tok):
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['group'\]"):
         GRPOSection.from_dict({"group": 4})
     assert not any(os.path.exists(tmp_path / r) for r in "abc")
+
+
+def bad_reward(prompts, completions, **columns):
+    return [1.0]  # one value whatever the number of completions
+
+
+def test_cli_bad_reward_exits_2_before_writing(tmp_path, small_tok):
+    import subprocess
+    import sys
+
+    import yaml
+
+    d = cfg().to_dict()
+    d["grpo"] = {"prompts": ["synthetic:think:4"], "group_size": 4, "max_prompt_tokens": 64, "max_new_tokens": 8,
+                 "tokenizer": str(small_tok.save(tmp_path / "tok")), "rewards": {"test_grpo:bad_reward": 1.0}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(d))
+    here = os.path.dirname(__file__)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([os.getcwd(), here])}
+    p = subprocess.run([sys.executable, "-m", "qwen3_jax.cli.main", "grpo", "--config", str(tmp_path / "c.yaml"),
+                        "--run-dir", str(tmp_path / "run"), "--quiet"], capture_output=True, text=True, env=env)
+    assert p.returncode == 2, p.stderr
+    assert "'test_grpo:bad_reward' returned 1 values for 2 completions" in p.stderr and "Traceback" not in p.stderr
+    assert not os.path.exists(tmp_path / "run")
