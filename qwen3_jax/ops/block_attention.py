@@ -8,7 +8,8 @@ part separately and combine the results exactly: for parts with outputs o_i and 
 
 `attention_with_lse` is the plain-JAX part function (it materialises the [T, S] scores of the
 block, so callers keep blocks small or use a kernel). Its signature is the one of the project's
-flash kernel (`return_lse=True`), so either can be passed where a `block_fn` is asked for.
+flash kernel (`ops.flash_attention` with `return_lse=True`), so either can be passed where a
+`block_fn` is asked for; `default_block_fn` picks the kernel on TPU.
 
 Conventions: q [B, T, N, H], k and v [B, S, K, H] with N % K == 0 (query head n uses KV head
 n // (N / K), as the reference's `repeat_kv`); lse [B, T, N] float32. A query that sees no key of
@@ -27,6 +28,20 @@ NO_KEYS = -1e30  # lse of a row that sees no key: exp(NO_KEYS - l) is 0 for any 
 # block_fn(q, k, v, *, segment_ids, kv_segment_ids, q_positions, kv_positions, causal, scale)
 #   -> (out [B, T, N, H], lse [B, T, N] float32)
 BlockFn = Callable[..., tuple[jax.Array, jax.Array]]
+
+
+def default_block_fn() -> BlockFn:
+    """The per-block attention for this backend: the Pallas flash kernel on TPU, else the plain one.
+
+    (On GPU the project's "flash" path is cuDNN's fused attention, which returns no lse.)
+    """
+    if jax.default_backend() == "tpu":
+        import functools
+
+        from qwen3_jax.ops.flash_attention import flash_attention
+
+        return functools.partial(flash_attention, return_lse=True)
+    return attention_with_lse
 
 
 def attention_with_lse(q: jax.Array, k: jax.Array, v: jax.Array, *, segment_ids: jax.Array | None = None,

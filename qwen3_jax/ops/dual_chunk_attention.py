@@ -35,7 +35,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from qwen3_jax.ops.block_attention import NO_KEYS, BlockFn, attention_with_lse, merge
+from qwen3_jax.ops.block_attention import NO_KEYS, BlockFn, default_block_fn, merge
 
 
 def chunk_length(chunk_size: int, local_size: int) -> int:
@@ -80,7 +80,7 @@ def dual_chunk_prefill(q_intra: jax.Array, q_succ: jax.Array, q_inter: jax.Array
       chunk_len: s = chunk_size - local_size.
       segment_ids: optional [B, T]; a query sees keys of its own id only (padding: give it its own id).
       scale: logit scale (default H ** -0.5).
-      block_fn: per-block attention returning (out, lse) (default `attention_with_lse`).
+      block_fn: per-block attention returning (out, lse) (default: `default_block_fn()`).
 
     Returns:
       [B, T, N, H] in q's dtype.
@@ -88,7 +88,7 @@ def dual_chunk_prefill(q_intra: jax.Array, q_succ: jax.Array, q_inter: jax.Array
     B, T, N, H = q_intra.shape
     s = int(chunk_len)
     scale = H ** -0.5 if scale is None else scale
-    block_fn = attention_with_lse if block_fn is None else block_fn
+    block_fn = default_block_fn() if block_fn is None else block_fn
 
     def seg(a, b):
         return None if segment_ids is None else segment_ids[:, a:b]

@@ -40,7 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import PartitionSpec as P
 
-from qwen3_jax.ops.block_attention import NO_KEYS, BlockFn, attention_with_lse, merge
+from qwen3_jax.ops.block_attention import NO_KEYS, BlockFn, default_block_fn, merge
 from qwen3_jax.sharding.rules import batch_axes, mesh_axis_sizes
 
 LAYOUTS = ("contiguous", "zigzag")
@@ -225,7 +225,7 @@ def ring_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Ar
       layout: "contiguous" or "zigzag" (see the module docstring and `to_zigzag`).
       axis: mesh axis to ring over.
       mesh: the mesh (default: the context mesh).
-      block_fn: per-block attention returning (out, lse) (default `attention_with_lse`).
+      block_fn: per-block attention returning (out, lse) (default: `default_block_fn()`).
 
     Returns:
       [B, T, N, H] in q's dtype, same order as q.
@@ -238,7 +238,7 @@ def ring_attention(q: jax.Array, k: jax.Array, v: jax.Array, segment_ids: jax.Ar
     B, T, N, H = q.shape
     K = k.shape[2]
     scale = H ** -0.5 if scale is None else float(scale)
-    block_fn = attention_with_lse if block_fn is None else block_fn
+    block_fn = default_block_fn() if block_fn is None else block_fn
     if k.shape[1] != T or v.shape != k.shape:
         raise ValueError(f"ring attention is self-attention: q {q.shape}, k {k.shape}, v {v.shape}")
     if segment_ids is not None and segment_ids.shape != (B, T):

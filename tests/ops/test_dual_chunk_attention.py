@@ -7,6 +7,8 @@ softmax. The functions under test instead merge separately computed parts by log
 by chunk (prefill) or under masks (decode against a cache).
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -133,3 +135,16 @@ def test_token_by_token_decode_against_a_cache_equals_reference():
         o = decode(qi[:, step:step + 1], qs[:, step:step + 1], qn[:, step:step + 1], k_cache, v_cache, mask,
                               qpos, kv_pos, chunk_len=s, kv_layout="cache")
         np.testing.assert_allclose(o[:, 0], ref[:, step], atol=1e-5, err_msg=f"decode step {step}")
+
+
+@pytest.mark.slow  # interpret mode
+def test_prefill_with_the_flash_kernel_per_block():
+    from qwen3_jax.ops.flash_attention import flash_attention
+
+    T, c, l = 40, 16, 4
+    q, k, v = _qkv(T, 4)
+    f = jnp.broadcast_to(length_scale(T, 16), (B, T))
+    qi, qs, qn, kr = _dca_inputs(q, k, c, l, f)
+    block = functools.partial(flash_attention, return_lse=True, block_q=8, block_k=8)
+    out = dual_chunk_prefill(qi, qs, qn, kr, v, chunk_len=12, block_fn=block)
+    np.testing.assert_allclose(out, reference(q, k, v, c, l, f), atol=1e-5)

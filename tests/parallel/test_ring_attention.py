@@ -4,6 +4,8 @@ The reference is `ops.attention.dot_product_attention` with the boolean mask of 
 (the model's own attention, itself parity-tested against transformers), on the whole sequence.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -115,3 +117,25 @@ def test_ring_rejects_lengths_the_layout_cannot_split():
     q = jnp.zeros((1, 24, 2, 8))
     with jax.set_mesh(mesh), pytest.raises(ValueError, match="not divisible by 16"):
         jax.jit(lambda q: ring_attention(q, q, q, layout="zigzag"))(q)
+
+
+@pytest.mark.slow  # interpret mode
+def test_ring_with_the_flash_kernel_per_block():
+    """The Pallas flash kernel (interpret mode on CPU) in the block slot, gradients through its lse."""
+    from qwen3_jax.ops.flash_attention import flash_attention
+
+    block = functools.partial(flash_attention, return_lse=True, block_q=8, block_k=8)
+    mesh = make_mesh("sequence=4", jax.devices()[:4])
+    q, k, v, target = _inputs(2)
+    seg = _segments()
+    ref_out, ref_grads = _value_and_grads(lambda q, k, v: _reference(q, k, v, seg, True), q, k, v, target)
+    zs = to_zigzag(seg, 4)
+
+    def ring(q, k, v):
+        return ring_attention(q, k, v, zs, layout="zigzag", block_fn=block)
+
+    with jax.set_mesh(mesh):
+        out, grads = jax.jit(lambda *a: _value_and_grads(ring, *a))(*[to_zigzag(x, 4) for x in (q, k, v, target)])
+    np.testing.assert_allclose(from_zigzag(out, 4), ref_out, atol=1e-5)
+    for g, r in zip(grads, ref_grads):
+        np.testing.assert_allclose(from_zigzag(g, 4), r, atol=1e-4)
