@@ -140,7 +140,7 @@ def collectives(text: str) -> dict:
     if entry is None:
         raise ValueError("no ENTRY computation in the HLO text")
     mult, unknown = _multipliers(comps, entry)
-    types = {ins.name: ins.type_text for instrs in comps.values() for ins in instrs}
+    types = {name: {ins.name: ins.type_text for ins in instrs} for name, instrs in comps.items()}
     ops: dict[str, dict] = {}
     listing = []
     for name, instrs in comps.items():
@@ -153,7 +153,7 @@ def collectives(text: str) -> dict:
                 continue
             operands = re.findall(r"%([\w.\-]+)", ins.rest.split("),", 1)[0])
             size = max(_largest_array(ins.type_text) if ins.opcode.endswith("-start") else _bytes_of(ins.type_text),
-                       sum(_bytes_of(types.get(o, "")) for o in operands))
+                       sum(_bytes_of(types[name].get(o, "")) for o in operands))
             e = ops.setdefault(kind, {"count": 0, "executed": 0, "bytes": 0})
             e["count"] += 1
             e["executed"] += runs
