@@ -23,6 +23,8 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
+from qwen3_jax.sharding.platform import target_platform
+
 NO_KEYS = -1e30  # lse of a row that sees no key: exp(NO_KEYS - l) is 0 for any real l
 
 # block_fn(q, k, v, *, segment_ids, kv_segment_ids, q_positions, kv_positions, causal, scale)
@@ -35,7 +37,7 @@ def default_block_fn() -> BlockFn:
 
     (On GPU the project's "flash" path is cuDNN's fused attention, which returns no lse.)
     """
-    if jax.default_backend() == "tpu":
+    if target_platform() == "tpu":  # the platform compiled for (context mesh), not the host's
         import functools
 
         from qwen3_jax.ops.flash_attention import flash_attention

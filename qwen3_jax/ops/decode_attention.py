@@ -27,6 +27,7 @@ from jax.experimental import pallas as pl
 from jax.experimental.pallas import tpu as pltpu
 
 from qwen3_jax.ops.block_attention import NO_KEYS
+from qwen3_jax.sharding.platform import target_platform
 
 NT = (((1,), (1,)), ((), ()))  # a @ b.T
 _LANES = 128
@@ -104,7 +105,7 @@ def decode_attention(q, k_cache, v_cache, kv_valid, *, scale: float | None = Non
     G = N // K
     Gp = -(-G // 8) * 8  # query rows padded to a sublane tile
     scale = H ** -0.5 if scale is None else float(scale)
-    interpret = jax.default_backend() != "tpu" if interpret is None else interpret
+    interpret = target_platform() != "tpu" if interpret is None else interpret  # platform compiled for
     bk = _block_size(S, block_k)
     nk = S // bk
 

@@ -68,3 +68,11 @@ def test_flash_attention_compiles_mosaic_for_a_tpu_mesh():
     with jax.set_mesh(_tpu_mesh()):
         assert flash_attention._interpret(None) is False
     assert flash_attention._interpret(True) is True
+
+
+def test_block_attention_picks_the_flash_kernel_for_a_tpu_mesh():
+    from qwen3_jax.ops.block_attention import attention_with_lse, default_block_fn
+
+    assert default_block_fn() is attention_with_lse
+    with jax.set_mesh(_tpu_mesh()):
+        assert default_block_fn().func.__name__ == "flash_attention"
