@@ -143,7 +143,7 @@ def _checkpoint_dtype(path: str) -> Any:
 
 def load(path: str | os.PathLike, dtype: Any = "auto", *, mesh: Mesh | None = None, seed: int = 0,
          moe_impl: str = "auto", remat: str = "none", moe_capacity_factor: float | None = None,
-         attention_impl: str = "xla", ring_layout: str = "contiguous") -> Model:
+         attention_impl: str = "xla", ring_layout: str = "contiguous", verify: bool = True) -> Model:
     """Loads a model.
 
     Args:
@@ -158,6 +158,8 @@ def load(path: str | os.PathLike, dtype: Any = "auto", *, mesh: Mesh | None = No
       moe_capacity_factor: expert-parallel capacity (None = dropless; see `model.moe`).
       attention_impl: "xla", or "ring" (ring attention over the mesh's `sequence` axis for calls
         without a cache); ring_layout: "contiguous" or "zigzag" (see `model.transformer.Qwen3`).
+      verify: check the weights as they are read: against the stored checksums for an Orbax
+        directory, for NaN/Inf values in a HF checkpoint. False skips it (faster on big models).
     """
     path = os.fspath(path)
     opts = dict(mesh=mesh, moe_impl=moe_impl, remat=remat, moe_capacity_factor=moe_capacity_factor,
@@ -165,7 +167,8 @@ def load(path: str | os.PathLike, dtype: Any = "auto", *, mesh: Mesh | None = No
     from qwen3_jax.checkpoint import orbax_io
 
     if orbax_io.is_orbax_dir(path):  # written by `qwen3-jax convert`: restored straight into the mesh layout
-        cfg, params = orbax_io.restore(path, mesh=mesh, dtype=None if dtype == "auto" else jnp.dtype(_dtype(dtype)))
+        cfg, params = orbax_io.restore(path, mesh=mesh, dtype=None if dtype == "auto" else jnp.dtype(_dtype(dtype)),
+                                       verify=verify)
         dt = params["embed_tokens"]["embedding"].dtype if dtype == "auto" else _dtype(dtype)
         return Model(cfg, params, dtype=dt, **opts)
     if os.path.isdir(path):
@@ -173,7 +176,7 @@ def load(path: str | os.PathLike, dtype: Any = "auto", *, mesh: Mesh | None = No
             raise FileNotFoundError(f"{path} is a directory but holds no config.json (not a HF checkpoint)")
         cfg = Qwen3Config.from_json_file(os.path.join(path, "config.json"))
         dt = _checkpoint_dtype(path) if dtype == "auto" else _dtype(dtype)
-        host = load_hf_params(path, cfg, dtype=jnp.dtype(dt))
+        host = load_hf_params(path, cfg, dtype=jnp.dtype(dt), check_finite=verify)
         # With a mesh, each device receives only its slice of the host arrays.
         params = jax.tree.map(jnp.asarray, host) if mesh is None else shard_params(host, cfg, mesh)
         return Model(cfg, params, dtype=dt, **opts)

@@ -5,8 +5,9 @@ the name table, its HF tensors (every layer, every expert) are read from the mem
 files into one preallocated array in our layout, that array is added to the Orbax checkpoint
 (`orbax_io.ParamWriter`), and it is dropped before the next one is built.
 
-Nothing is written before the whole source has been validated (`validate_source`), and the
-output appears only when complete (`staging.staged_directory`).
+Nothing is written before the whole source has been validated (`validate_source`; non-finite
+values are found while the tensors are read and abort the run), and the output appears only when
+complete (`staging.staged_directory`).
 """
 
 from __future__ import annotations
@@ -18,22 +19,18 @@ from typing import Any, Callable
 import numpy as np
 
 from qwen3_jax.checkpoint import orbax_io, staging
-from qwen3_jax.checkpoint.hf_load import check_checkpoint
+from qwen3_jax.checkpoint.hf_load import NonFinite, check_checkpoint
 from qwen3_jax.checkpoint.hf_mapping import Target, param_shapes, to_ours
-from qwen3_jax.checkpoint.safetensors_io import CheckpointError, CheckpointReader, SafetensorsFile
+from qwen3_jax.checkpoint.safetensors_io import CheckpointReader
 from qwen3_jax.config import Qwen3Config
-
-def _is_float(dt: np.dtype) -> bool:
-    # ml_dtypes.bfloat16 has kind "V", so it is recognised by name.
-    return dt.kind == "f" or dt.name == "bfloat16"
 
 
 def validate_source(src: str | os.PathLike) -> tuple[Qwen3Config, CheckpointReader, list[Target]]:
     """Checks a HF checkpoint directory completely before anything is written.
 
     Opens every safetensors file (a truncated file or a corrupt header is reported per file),
-    matches names and shapes against the config (`check_checkpoint`), and checks that every
-    tensor is floating point.
+    and matches names, shapes and dtypes against the config: `hf_load.check_checkpoint`, the
+    validation `qwen3_jax.load` runs too.
 
     Returns:
       (config, reader, targets) ready for `convert`.
@@ -46,26 +43,7 @@ def validate_source(src: str | os.PathLike) -> tuple[Qwen3Config, CheckpointRead
         raise FileNotFoundError(f"{src} is not a directory")
     cfg = Qwen3Config.from_json_file(os.path.join(src, "config.json"))
     reader = CheckpointReader(src)
-    problems, files = [], {}
-    for fp in sorted(set(reader.where.values())):  # headers only: cheap, and every bad file is named
-        try:
-            files[fp] = SafetensorsFile(fp)
-        except CheckpointError as e:
-            problems.append(f"  {e}")
-    if problems:
-        raise CheckpointError(f"{src}: unreadable safetensors files ({len(problems)}):\n" + "\n".join(problems))
-    for name, fp in reader.where.items():
-        if name not in files[fp].entries:
-            problems.append(f"  {os.path.basename(fp)} lacks {name}, which the index lists")
-    if problems:
-        raise CheckpointError(f"{src}: index and files disagree ({len(problems)} problems):\n" + "\n".join(problems))
-    targets = check_checkpoint(reader, cfg)
-    for t in targets:
-        dt = reader.file(t.hf_name).dtype(t.hf_name)
-        if not _is_float(dt):
-            problems.append(f"  wrong dtype: {t.hf_name} is {dt}, expected a float type")
-    if problems:
-        raise CheckpointError(f"{src}: {len(problems)} tensors have the wrong dtype:\n" + "\n".join(problems))
+    targets = check_checkpoint(reader, cfg, src)
     return cfg, reader, targets
 
 
@@ -85,7 +63,7 @@ def _progress(total: int, enabled: bool, desc: str):
 
 
 def convert(src: str | os.PathLike, dst: str | os.PathLike, dtype: Any = None, mesh=None, force: bool = False,
-            progress: bool = True, log: Callable[[str], None] | None = None) -> dict:
+            progress: bool = True, log: Callable[[str], None] | None = None, check_finite: bool = True) -> dict:
     """Converts a HF Qwen3 checkpoint directory into an Orbax directory.
 
     Args:
@@ -96,6 +74,8 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, dtype: Any = None, m
       force: replace an existing `dst`, once the new one is complete.
       progress: show a tqdm bar of tensors and bytes on stderr.
       log: optional callback for one-line messages.
+      check_finite: refuse tensors holding NaN or Inf (found while converting; the output is then
+        not written and one CheckpointError names them all).
 
     Returns:
       A summary dict (params, tensors, bytes, largest stacked param bytes, copied files).
@@ -117,16 +97,19 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, dtype: Any = None, m
         writer = orbax_io.ParamWriter(tmp)
         bar = _progress(total, progress, "convert")
         done = 0
+        bad = NonFinite(check_finite)
         for path, ts in groups.items():
             arr = np.empty(shapes[path], out_dtype[path])
             for t in ts:
                 staging.poll_interrupt()
                 x = reader.get(t.hf_name)  # memory-mapped; unmapped again when x goes away
+                bad.add(t.hf_name, x)
                 arr[t.index] = to_ours(t.rule, x, cfg)  # the assignment casts when dtypes differ
                 bar.update(x.nbytes)
                 del x
                 done += 1
                 bar.set_postfix_str(f"{done}/{len(targets)} tensors")
+            crc = orbax_io.checksum(arr)
             if shardings is not None:
                 import jax
 
@@ -134,9 +117,10 @@ def convert(src: str | os.PathLike, dst: str | os.PathLike, dtype: Any = None, m
                 arr = jax.make_array_from_callback(host.shape, shardings[path], lambda idx: host[idx])
                 del host
             staging.poll_interrupt()
-            writer.save(path, arr)
+            writer.save(path, arr, crc)
             del arr
         bar.close()
+        bad.check(src)
         writer.finalize()
         orbax_io.write_config(tmp, cfg)
         copied = staging.copy_aux_files(src, tmp)

@@ -27,7 +27,7 @@ DEFAULT_MAX_SHARD_SIZE = "5GB"
 
 def export(src: str | os.PathLike, dst: str | os.PathLike, dtype: Any = None,
            max_shard_size: str | int = DEFAULT_MAX_SHARD_SIZE, force: bool = False, progress: bool = True,
-           log: Callable[[str], None] | None = None) -> dict:
+           log: Callable[[str], None] | None = None, verify: bool = True) -> dict:
     """Writes a HF checkpoint directory from a converted Orbax directory or a training run.
 
     Args:
@@ -39,6 +39,7 @@ def export(src: str | os.PathLike, dst: str | os.PathLike, dtype: Any = None,
       force: replace an existing `dst`, once the new one is complete.
       progress: show a tqdm bar on stderr.
       log: optional callback for one-line messages.
+      verify: compare every stored array with its checksum (see `orbax_io`).
 
     Returns:
       A summary dict (tensors, bytes, files).
@@ -49,7 +50,11 @@ def export(src: str | os.PathLike, dst: str | os.PathLike, dtype: Any = None,
     if orbax_io.is_orbax_dir(src):
         cfg = orbax_io.read_config(src)
         saved = orbax_io.check_params(src, cfg)
-        read_param = lambda path, shape, stored: orbax_io.restore_param(src, path, shape, stored)  # noqa: E731
+        sums = orbax_io.read_checksums(src) if verify else None
+        if verify and sums is None:
+            orbax_io._warn_unverified(src)
+        read_param = lambda path, shape, stored: orbax_io.restore_param(  # noqa: E731
+            src, path, shape, stored, verify=verify, checksums=sums)
     elif train_ckpt.is_run_dir(src):  # the newest complete checkpoint's float32 master params
         run = train_ckpt.ParamSource(src)
         cfg, saved = run.config, orbax_io.check_saved(src, run.saved, run.config)

@@ -5,6 +5,7 @@ Layout of a converted directory:
     ckpt/
       params/                 Orbax PyTree checkpoint of the stacked params (OCDBT + zarr3)
       qwen3_config.json       `Qwen3Config.to_dict()`
+      checksums.json          CRC-32 of every stored array's bytes (C order, stored dtype)
       tokenizer.json, ...     copied from the source, with generation_config.json
 
 `params/` is written with Orbax's partial save (`orbax.checkpoint.v1.partial`): each call adds
@@ -14,12 +15,21 @@ size; see experiments/bench_convert_memory.py). The result is an ordinary PyTree
 abstract)` and the v0 `ocp.StandardCheckpointer().restore(ckpt/params/state, abstract)` both
 read it. Arrays are stored uncompressed (weights barely compress) in chunks of at most
 `CHUNK_BYTES`, so a device restoring onto a mesh reads its own slices, not whole tensors.
+
+Integrity: Orbax stores no checksum of the array data, so a flipped byte would load silently.
+`ParamWriter` records a CRC-32 of every array as it is saved; `restore` and `restore_param`
+compare it after reading (`verify=False` skips that, about 0.5-1 s per GB on one core). A
+directory written before checksums existed restores with a warning.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
+import warnings
+import zlib
 from typing import Any
 
 import jax
@@ -34,6 +44,7 @@ from qwen3_jax.sharding.placement import param_shardings
 PARAMS_DIR = "params"
 CONFIG_FILE = "qwen3_config.json"
 CHUNK_BYTES = 64 * 2**20
+CHECKSUM_FILE = "checksums.json"
 
 Path = tuple[str, ...]
 
@@ -59,6 +70,20 @@ def _load_context(partial: bool):
     ctx = _ocp().Context()
     ctx.pytree.loading.partial_load = partial
     return ctx
+
+
+@contextlib.contextmanager
+def _quiet_orbax():
+    """Silences Orbax's absl warnings (they print tracebacks) while reading: failures become our errors."""
+    logs = [logging.getLogger(n) for n in ("absl", "asyncio")]
+    levels = [g.level for g in logs]
+    for g in logs:
+        g.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for g, level in zip(logs, levels):
+            g.setLevel(level)
 
 
 def release_freed_memory() -> None:
@@ -118,28 +143,72 @@ def is_orbax_dir(path: str | os.PathLike) -> bool:
     return os.path.isdir(os.path.join(path, PARAMS_DIR)) and os.path.isfile(os.path.join(path, CONFIG_FILE))
 
 
+def checksum(array) -> int:
+    """CRC-32 of an array's bytes in C order (a jax.Array is first gathered to the host)."""
+    host = np.ascontiguousarray(np.asarray(array))
+    return zlib.crc32(host.reshape(-1).view(np.uint8))
+
+
+def read_checksums(path: str | os.PathLike) -> dict[Path, int] | None:
+    """The stored checksums of a converted directory, or None when it has none."""
+    p = os.path.join(os.path.abspath(os.fspath(path)), CHECKSUM_FILE)
+    if not os.path.exists(p):
+        return None
+    try:
+        with open(p, encoding="utf-8") as f:
+            data = json.load(f)
+        return {tuple(k.split("/")): int(v) for k, v in data["crc32"].items()}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        raise CheckpointError(f"{p}: unreadable checksum file ({type(e).__name__}: {e})") from None
+
+
+def verify_checksum(path: str | os.PathLike, param: Path, array, sums: dict[Path, int] | None) -> None:
+    """Raises CheckpointError when `array` does not match the checksum stored for `param`."""
+    if sums is None or param not in sums:
+        return
+    got = checksum(array)
+    if got != sums[param]:
+        raise CheckpointError(f"{path}: stored data of {'/'.join(param)} is corrupt (CRC-32 {got:#010x}, "
+                              f"expected {sums[param]:#010x}); convert the checkpoint again")
+
+
+def _warn_unverified(path) -> None:
+    warnings.warn(f"{path} has no {CHECKSUM_FILE} (written by an older qwen3-jax): its data cannot be verified",
+                  stacklevel=3)
+
+
 class ParamWriter:
     """Adds stacked params one by one to `directory/params`, then commits them with `finalize`.
+
+    Also records each array's checksum and writes them to `directory/checksums.json` on `finalize`.
 
     Args:
       directory: the (temporary) output directory; `params/` must not exist yet.
     """
 
     def __init__(self, directory: str | os.PathLike):
+        self.directory = os.path.abspath(os.fspath(directory))
         self.target = params_dir(directory)
         self.written: list[Path] = []
+        self.checksums: dict[Path, int] = {}
 
-    def save(self, path: Path, array) -> None:
-        """Writes one param (NumPy or jax.Array; a sharded array keeps its layout) and waits for it."""
+    def save(self, path: Path, array, crc: int | None = None) -> None:
+        """Writes one param (NumPy or jax.Array; a sharded array keeps its layout) and waits for it.
+
+        `crc` is the array's `checksum` when the caller already has it (computed here otherwise).
+        """
+        self.checksums[path] = checksum(array) if crc is None else int(crc)
         with _save_context():
             _ocp().partial.save(self.target, _nest({path: array}))
         self.written.append(path)
         release_freed_memory()
 
     def finalize(self) -> None:
-        """Commits the pending partial checkpoint to `params/`."""
+        """Commits the pending partial checkpoint to `params/` and writes the checksums."""
         with _save_context():
             _ocp().partial.finalize(self.target)
+        with open(os.path.join(self.directory, CHECKSUM_FILE), "w", encoding="utf-8") as f:
+            json.dump({"crc32": {"/".join(p): c for p, c in self.checksums.items()}}, f, indent=1)
 
 
 def write_config(directory: str | os.PathLike, cfg: Qwen3Config) -> None:
@@ -164,10 +233,17 @@ def saved_params(path: str | os.PathLike) -> dict[Path, tuple[tuple[int, ...], n
     """Param path -> (shape, dtype) as stored, read from the Orbax metadata (no array data)."""
     p = params_dir(path)
     try:
-        meta = _ocp().metadata(p).metadata
+        with _quiet_orbax():
+            meta = _ocp().metadata(p).metadata
     except Exception as e:  # orbax raises assorted types for a damaged or foreign directory
         raise CheckpointError(f"{p}: cannot read the Orbax checkpoint metadata ({type(e).__name__}: {e})") from None
-    return {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in _flatten(meta).items()}
+    flat = _flatten(meta) if meta is not None else {}
+    unreadable = [k for k, v in flat.items() if v is None]
+    if not flat or unreadable:
+        what = ", ".join("/".join(k) for k in unreadable[:4]) or "every array"
+        raise CheckpointError(f"{p}: cannot read the metadata of {what} (files of the Orbax checkpoint are "
+                              "missing or damaged)")
+    return {k: (tuple(v.shape), np.dtype(v.dtype)) for k, v in flat.items()}
 
 
 def check_params(path: str | os.PathLike, cfg: Qwen3Config) -> dict[Path, tuple[tuple[int, ...], np.dtype]]:
@@ -196,7 +272,17 @@ def _target_shardings(cfg: Qwen3Config, mesh: Mesh | None) -> dict[Path, Any]:
     return {tuple(str(getattr(k, "key", k)) for k in kp): s for kp, s in flat}
 
 
-def restore(path: str | os.PathLike, mesh: Mesh | None = None, dtype: Any = None) -> tuple[Qwen3Config, dict]:
+def _load(path, abstract, partial: bool):
+    try:
+        with _load_context(partial), _quiet_orbax():
+            return _ocp().load(params_dir(path), abstract)
+    except Exception as e:  # orbax raises assorted types for missing or damaged files
+        raise CheckpointError(f"{path}: cannot restore the Orbax checkpoint ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''}); is it complete?") from None
+
+
+def restore(path: str | os.PathLike, mesh: Mesh | None = None, dtype: Any = None,
+            verify: bool = True) -> tuple[Qwen3Config, dict]:
     """Restores a converted directory.
 
     Args:
@@ -204,6 +290,8 @@ def restore(path: str | os.PathLike, mesh: Mesh | None = None, dtype: Any = None
       mesh: optional mesh; each param is restored straight into its `param_shardings` layout, so
         every device reads only its own slices. Without a mesh, params land on the first device.
       dtype: param dtype; None keeps the stored dtypes (Orbax casts while reading otherwise).
+      verify: compare every array with its stored checksum (when the restored arrays are cast or
+        not all addressable here, the stored arrays are read once more, one at a time, to check).
 
     Returns:
       (config, params) with params a nested dict of jax.Arrays.
@@ -214,17 +302,34 @@ def restore(path: str | os.PathLike, mesh: Mesh | None = None, dtype: Any = None
     shardings = _target_shardings(cfg, mesh)
     abstract = {p: jax.ShapeDtypeStruct(shape, np.dtype(dtype) if dtype is not None else dt, sharding=shardings[p])
                 for p, (shape, dt) in saved.items()}
-    with _load_context(partial=False):
-        params = _ocp().load(params_dir(path), _nest(abstract))
+    params = _load(path, _nest(abstract), partial=False)
+    if verify:
+        sums = read_checksums(path)
+        if sums is None:
+            _warn_unverified(path)
+        flat = _flatten(params)
+        for p, (shape, dt) in saved.items():
+            x = flat[p]
+            same = dtype is None or np.dtype(dtype) == dt
+            if not (same and getattr(x, "is_fully_addressable", True)):
+                x = restore_param(path, p, shape, dt, verify=False)
+            verify_checksum(path, p, x, sums)
+            del x
     return cfg, params
 
 
-def restore_param(path: str | os.PathLike, param: Path, shape, dtype) -> np.ndarray:
-    """Reads one stored param into host memory (for export, which streams param by param)."""
+def restore_param(path: str | os.PathLike, param: Path, shape, dtype, verify: bool = True,
+                  checksums: dict[Path, int] | None = None) -> np.ndarray:
+    """Reads one stored param into host memory (for export, which streams param by param).
+
+    With `verify`, it is compared with its checksum (`checksums`, read from the directory when None).
+    """
     # A NumPy leaf as the target makes Orbax return NumPy, skipping a device copy; np.empty only
     # reserves address space, so it costs no resident memory.
     abstract = _nest({param: np.empty(tuple(shape), np.dtype(dtype))})
-    with _load_context(partial=True):
-        tree = _ocp().load(params_dir(path), abstract)
+    tree = _load(path, abstract, partial=True)
     release_freed_memory()
-    return np.asarray(_flatten(tree)[param])
+    out = np.asarray(_flatten(tree)[param])
+    if verify:
+        verify_checksum(path, param, out, read_checksums(path) if checksums is None else checksums)
+    return out

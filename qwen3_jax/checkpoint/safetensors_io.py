@@ -2,14 +2,16 @@
 
 A small reader of the safetensors layout (8-byte little-endian header size, a JSON header of
 name -> {dtype, shape, data_offsets}, then the raw bytes) over `np.memmap`, so a tensor is read
-only when it is used and bfloat16 comes back as an `ml_dtypes` NumPy array. A header that is not
-JSON, offsets past the end of a truncated file, or sizes that disagree with shape x dtype raise
-`CheckpointError` naming the file and the tensor.
+only when it is used and bfloat16 comes back as an `ml_dtypes` NumPy array. Headers are checked
+as strictly as the safetensors library checks them (`parse_header`: JSON object, known dtypes,
+sizes equal to shape x dtype, tensors tiling the data section without gap or overlap); every
+problem raises `CheckpointError` naming the file and the tensor.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import struct
 
@@ -23,8 +25,82 @@ DTYPES = {
 }
 
 
+# The safetensors library refuses headers above 100 MB.
+MAX_HEADER_BYTES = 100_000_000
+
+
 class CheckpointError(ValueError):
     """A checkpoint that cannot be read or does not match the model config."""
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def parse_header(header, data_size: int, path: str) -> dict[str, tuple[np.dtype, tuple[int, ...], int, int]]:
+    """Validates a decoded safetensors header as strictly as the safetensors library does.
+
+    Every entry needs a known dtype, a shape of non-negative ints and [start, end) offsets whose
+    size is shape x dtype; sorted by offset, the tensors must tile the data section exactly (from
+    byte 0 to its end, no gap, no overlap). `__metadata__` must map strings to strings.
+
+    Returns:
+      name -> (dtype, shape, start, end), offsets relative to the data section.
+    """
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{path}: corrupt safetensors header (a JSON {type(header).__name__}, not an object)")
+    meta = header.get("__metadata__")
+    if meta is not None and not (isinstance(meta, dict) and all(isinstance(k, str) and isinstance(v, str)
+                                                               for k, v in meta.items())):
+        raise CheckpointError(f"{path}: __metadata__ must map strings to strings, got {meta!r:.80}")
+    entries = {}
+    for name, e in header.items():
+        if name == "__metadata__":
+            continue
+        if not (isinstance(e, dict) and set(e) >= {"dtype", "shape", "data_offsets"}
+                and isinstance(e["dtype"], str) and isinstance(e["shape"], list)
+                and all(_is_int(d) for d in e["shape"]) and isinstance(e["data_offsets"], list)
+                and len(e["data_offsets"]) == 2 and all(_is_int(o) for o in e["data_offsets"])):
+            raise CheckpointError(f"{path}: bad header entry for tensor {name!r}: {e!r:.120} (expected "
+                                  "{dtype: str, shape: [int, ...], data_offsets: [start, end]})")
+        if e["dtype"] not in DTYPES:
+            raise CheckpointError(f"{path}: tensor {name!r} has unknown dtype {e['dtype']!r} "
+                                  f"(known: {', '.join(DTYPES)})")
+        dtype, shape = DTYPES[e["dtype"]], tuple(e["shape"])
+        start, end = e["data_offsets"]
+        if end > data_size:
+            raise CheckpointError(
+                f"{path}: tensor {name!r} ends at byte {end} but the file holds {data_size} data bytes"
+                " (truncated file?)")
+        if end < start or end - start != math.prod(shape) * dtype.itemsize:
+            raise CheckpointError(f"{path}: tensor {name!r} byte range [{start}, {end}) does not match shape "
+                                  f"{list(shape)} x {e['dtype']}")
+        entries[name] = (dtype, shape, start, end)
+    at = 0
+    for name, (_, _, start, end) in sorted(entries.items(), key=lambda kv: (kv[1][2], kv[1][3])):
+        if start != at:
+            what = "overlaps the previous tensor" if start < at else f"leaves a gap of {start - at} bytes before it"
+            raise CheckpointError(f"{path}: tensor {name!r} at bytes [{start}, {end}) {what} (corrupt header)")
+        at = end
+    if at != data_size:
+        raise CheckpointError(f"{path}: the tensors cover {at} of the {data_size} data bytes (corrupt header)")
+    return entries
+
+
+def all_finite(x: np.ndarray, chunk: int = 1 << 24) -> bool:
+    """Whether every element of a float array is finite, read in chunks (no full-size temporary)."""
+    flat = x.reshape(-1)
+    if x.dtype.name == "bfloat16":  # ml_dtypes' isfinite is slow: test the exponent bits directly
+        flat, mask = flat.view(np.uint16), np.uint16(0x7F80)
+        return all(not np.any((flat[i:i + chunk] & mask) == mask) for i in range(0, flat.size, chunk))
+    if x.dtype.kind != "f":
+        return True
+    return all(np.isfinite(flat[i:i + chunk]).all() for i in range(0, flat.size, chunk))
+
+
+def is_float(dt: np.dtype) -> bool:
+    """Whether `dt` is a floating-point dtype (bfloat16 included; ml_dtypes gives it kind "V")."""
+    return dt.kind == "f" or dt.name == "bfloat16"
 
 
 class SafetensorsFile:
@@ -46,29 +122,18 @@ class SafetensorsFile:
                 (n,) = struct.unpack("<Q", raw)
                 if n > size - 8:
                     raise CheckpointError(f"{self.path}: corrupt safetensors header (size {n} > file)")
+                if n > MAX_HEADER_BYTES:
+                    raise CheckpointError(f"{self.path}: corrupt safetensors header (size {n} > {MAX_HEADER_BYTES})")
                 header = json.loads(f.read(n))
         except FileNotFoundError:
             raise CheckpointError(f"missing safetensors file {self.path}") from None
+        except IsADirectoryError:
+            raise CheckpointError(f"{self.path} is a directory, not a safetensors file") from None
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise CheckpointError(f"{self.path}: corrupt safetensors header ({e})") from None
         self._data_start = 8 + n
-        self.metadata = header.pop("__metadata__", None) or {}
-        self.entries = {}
-        data_size = size - self._data_start
-        for name, e in header.items():
-            try:
-                dtype = DTYPES[e["dtype"]]
-                shape = tuple(int(s) for s in e["shape"])
-                start, end = (int(o) for o in e["data_offsets"])
-            except (KeyError, TypeError, ValueError):
-                raise CheckpointError(f"{self.path}: bad header entry for tensor {name!r}: {e!r}") from None
-            if end > data_size:
-                raise CheckpointError(
-                    f"{self.path}: tensor {name!r} ends at byte {end} but the file holds {data_size} data bytes"
-                    " (truncated file?)")
-            if end - start != int(np.prod(shape, dtype=np.int64)) * dtype.itemsize:
-                raise CheckpointError(f"{self.path}: tensor {name!r} byte size does not match shape {shape}")
-            self.entries[name] = (dtype, shape, start, end)
+        self.entries = parse_header(header, size - self._data_start, self.path)
+        self.metadata = header.get("__metadata__") or {}
 
     def keys(self):
         return self.entries.keys()
@@ -99,9 +164,14 @@ def checkpoint_files(path: str | os.PathLike) -> dict[str, str]:
     if os.path.exists(index):
         try:
             with open(index, encoding="utf-8") as f:
-                weight_map = json.load(f)["weight_map"]
-        except (json.JSONDecodeError, KeyError) as e:
+                data = json.load(f)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
             raise CheckpointError(f"{index}: not a valid safetensors index ({e})") from None
+        weight_map = data.get("weight_map") if isinstance(data, dict) else None
+        if not (isinstance(weight_map, dict) and all(isinstance(k, str) and isinstance(v, str) and v
+                                                     and os.path.basename(v) == v for k, v in weight_map.items())):
+            raise CheckpointError(f"{index}: not a valid safetensors index (expected an object whose \"weight_map\" "
+                                  "maps tensor names to file names in the same directory)")
         return {k: os.path.join(path, v) for k, v in weight_map.items()}
     if os.path.exists(single):
         return {k: single for k in SafetensorsFile(single).keys()}
@@ -115,11 +185,15 @@ class CheckpointReader:
         self.where = checkpoint_files(path)
         self._files: dict[str, SafetensorsFile] = {}
 
-    def file(self, name: str) -> SafetensorsFile:
-        fp = self.where[name]
+    def open(self, fp: str) -> SafetensorsFile:
+        """The file `fp` (opened once)."""
         if fp not in self._files:
             self._files[fp] = SafetensorsFile(fp)
-        f = self._files[fp]
+        return self._files[fp]
+
+    def file(self, name: str) -> SafetensorsFile:
+        fp = self.where[name]
+        f = self.open(fp)
         if name not in f.entries:
             raise CheckpointError(f"{fp}: the index lists tensor {name!r} but the file does not hold it")
         return f

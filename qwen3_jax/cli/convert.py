@@ -16,6 +16,8 @@ def add_arguments(p):
     p.add_argument("--mesh", default=None, metavar="SPEC",
                    help='lay arrays out on this mesh, e.g. "expert=8,fsdp=4" (needs that many devices)')
     p.add_argument("--force", action="store_true", help="replace DST once the new checkpoint is complete")
+    p.add_argument("--no-finite-check", action="store_true",
+                   help="do not refuse weights holding NaN or Inf (the check reads every tensor once more)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -40,7 +42,7 @@ def run(args) -> int:
     mesh = mesh_from_spec(args.mesh)
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr))
     out = convert(args.src, args.dst, dtype=args.dtype, mesh=mesh, force=args.force, progress=not args.quiet,
-                  log=log)
+                  log=log, check_finite=not args.no_finite_check)
     print(f"wrote {out['output']} ({out['tensors']} tensors, {out['bytes'] / 2**20:.1f} MiB, "
           f"{out['params']} stacked params; copied {', '.join(out['copied']) or 'no tokenizer files'})")
     return 0

@@ -16,6 +16,7 @@ def add_arguments(p):
     p.add_argument("--dtype", choices=DTYPES, default=None, help="write tensors in this dtype (default: as stored)")
     p.add_argument("--max-shard-size", default="5GB", help="largest safetensors file (default 5GB)")
     p.add_argument("--force", action="store_true", help="replace DST once the new checkpoint is complete")
+    p.add_argument("--no-verify", action="store_true", help="skip the checksum comparison of the stored arrays")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -30,7 +31,7 @@ def run(args) -> int:
         raise UserError(f"--max-shard-size: {e}") from None
     log = None if args.quiet else (lambda m: print(m, file=sys.stderr))
     out = export(args.src, args.dst, dtype=args.dtype, max_shard_size=max_bytes, force=args.force,
-                 progress=not args.quiet, log=log)
+                 progress=not args.quiet, log=log, verify=not args.no_verify)
     print(f"wrote {out['output']} ({out['tensors']} tensors in {len(out['files'])} files, "
           f"{out['bytes'] / 2**20:.1f} MiB)")
     return 0

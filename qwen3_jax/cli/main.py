@@ -75,6 +75,10 @@ def _main(argv=None) -> int:
         return int(modules[args.command].run(args) or 0)
     except (UserError, CheckpointError, ConfigError, FileNotFoundError, FileExistsError, PermissionError) as e:
         print(f"qwen3-jax {args.command}: error: {e}", file=sys.stderr)
+        # Libraries may still log the failure (Orbax's unretrieved asyncio tasks, at exit): it is reported.
+        import logging
+
+        logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         return 2
     except KeyboardInterrupt:
         print(f"qwen3-jax {args.command}: interrupted", file=sys.stderr)

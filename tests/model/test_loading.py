@@ -131,7 +131,7 @@ def test_preset_loads_with_random_weights_by_name():
 
 def test_bad_inputs_are_refused_with_the_shape_or_value(dense_dir):
     model = qwen3_jax.load(dense_dir[0])
-    with pytest.raises(ValueError, match=r"\[batch, seq\]; got shape \(10,\)"):
+    with pytest.raises(ValueError, match=r"\[batch, seq\] with batch, seq >= 1; got shape \(10,\)"):
         model.logits(np.arange(10))
     with pytest.raises(ValueError, match=r"\[0, 256\); got values in \[0, 300\]"):
         model.logits(np.array([[0, 300]]))
