@@ -27,7 +27,7 @@ from typing import Sequence
 from qwen3_jax.post.arithmetic import WORD, Problem, buckets, parse_answer, problems as draw_problems
 
 BUDGETS = (0, 8, 16, 32, 64, None)
-MAX_NEW_TOKENS = 192
+MAX_NEW_TOKENS = 160  # the longest thought (multiplication) is about 115 tokens
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +36,7 @@ class Reply:
     content: str
     think_tokens: int
     finish: str
+    closed: bool = True  # the reply closed a think block (</think>)
 
 
 def answer_of(content: str) -> int | None:
@@ -61,6 +62,7 @@ def generate(model, tokenizer, conversations: Sequence[Sequence[dict]], thinking
         limit = ThinkingBudget(int(budget), tuple(tokenizer.encode(STOP_THINKING_PREFIX + STOP_THINKING)),
                                tokenizer.think_id, tokenizer.end_think_id)
     out: list[Reply] = []
+    batch = max(1, min(batch, len(prompts)))
     for start in range(0, len(prompts), batch):
         rows = prompts[start:start + batch]
         pad = batch - len(rows)
@@ -72,7 +74,8 @@ def generate(model, tokenizer, conversations: Sequence[Sequence[dict]], thinking
             parsed = parse(ids, tokenizer=tokenizer)
             end = ids.index(tokenizer.end_think_id) if tokenizer.end_think_id in ids else len(ids)
             think_tokens = max(0, end - (1 if ids and ids[0] == tokenizer.think_id else 0))
-            out.append(Reply(parsed.reasoning.strip(), parsed.content, think_tokens, finish))
+            out.append(Reply(parsed.reasoning.strip(), parsed.content, think_tokens, finish,
+                             tokenizer.end_think_id in ids))
     return out
 
 
@@ -105,7 +108,8 @@ def think_follow(model, tokenizer, n: int, seed: int = 0, batch: int = 32) -> di
         chats = [_question(a, other) + [{"role": "assistant", "content": str(a.answer)}] + _question(b, flag)
                  for a, b in zip(first, second)]
         multi = generate(model, tokenizer, chats, think, seed=seed + 7, batch=batch)
-        obeys = (lambda r: bool(r.reasoning)) if think else (lambda r: not r.reasoning)
+        # /think: a non-empty think block; /no_think: an empty one (present, so the format holds).
+        obeys = (lambda r: bool(r.reasoning)) if think else (lambda r: r.closed and not r.reasoning)
         name = "think" if think else "no_think"
         rates[f"{name}_single"] = sum(map(obeys, single)) / n
         rates[f"{name}_multi"] = sum(map(obeys, multi)) / n
@@ -135,7 +139,7 @@ def evaluate(model, tokenizer, n: int = 200, seed: int = 1, follow_n: int | None
         replies = generate(model, tokenizer, [_question(p, flag) for p in items], think, seed=seed, batch=batch)
         table = accuracy_table(items, replies)
         table["mean_think_tokens"] = sum(r.think_tokens for r in replies) / n
-        table["empty_think"] = sum(not r.reasoning for r in replies) / n
+        table["empty_think"] = sum(r.closed and not r.reasoning for r in replies) / n
         report["think" if think else "no_think"] = table
     report["think_follow"] = think_follow(model, tokenizer, follow_n or max(1, n // 2), seed, batch)
     if budgets:
