@@ -18,6 +18,7 @@ from jax.sharding import Mesh
 
 from qwen3_jax.checkpoint.hf_load import load_hf_params
 from qwen3_jax.config import Qwen3Config
+from qwen3_jax.model.attention_impl import resolve as resolve_attention
 from qwen3_jax.model.params import init_params, param_count
 from qwen3_jax.model.transformer import Output, Qwen3
 from qwen3_jax.presets import PRESETS, get_preset
@@ -58,8 +59,10 @@ class Model:
         self.mesh = mesh
         self.dtype = _dtype(dtype)
         self.param_dtype = self.dtype if param_dtype is None else _dtype(param_dtype)
+        impl, platform = resolve_attention(attention_impl, mesh)
+        self.attention_impl = impl
         self.module = Qwen3(config, dtype=self.dtype, param_dtype=self.param_dtype, remat=remat, moe_impl=moe_impl,
-                            moe_capacity_factor=moe_capacity_factor, attention_impl=attention_impl,
+                            moe_capacity_factor=moe_capacity_factor, attention_impl=impl, attention_platform=platform,
                             ring_layout=ring_layout)
         self._forward = jax.jit(self._apply, static_argnames=("return_hidden",))
 
@@ -156,12 +159,16 @@ def load(path: str | os.PathLike, dtype: Any = "auto", *, mesh: Mesh | None = No
       moe_impl: expert computation ("auto", "tiled", "ragged", "dense").
       remat: rematerialisation policy for training.
       moe_capacity_factor: expert-parallel capacity (None = dropless; see `model.moe`).
-      attention_impl: "xla", or "ring" (ring attention over the mesh's `sequence` axis for calls
-        without a cache); ring_layout: "contiguous" or "zigzag" (see `model.transformer.Qwen3`).
+      attention_impl: "xla" (plain XLA attention), "flash" (the Pallas kernels on TPU, cuDNN on GPU),
+        "ring" (ring attention over the mesh's `sequence` axis) or "auto" (ring when the mesh has
+        sequence > 1, else flash on TPU/GPU, else xla); decided by the platform of the mesh's
+        devices (see `model.attention_impl`).
+      ring_layout: "contiguous" or "zigzag" token order with "ring" (see `model.transformer.Qwen3`).
       verify: check the weights as they are read: against the stored checksums for an Orbax
         directory, for NaN/Inf values in a HF checkpoint. False skips it (faster on big models).
     """
     path = os.fspath(path)
+    resolve_attention(attention_impl, mesh)  # a bad name fails before any weights are read
     opts = dict(mesh=mesh, moe_impl=moe_impl, remat=remat, moe_capacity_factor=moe_capacity_factor,
                 attention_impl=attention_impl, ring_layout=ring_layout)
     from qwen3_jax.checkpoint import orbax_io

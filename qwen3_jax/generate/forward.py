@@ -275,7 +275,8 @@ class Split(Stacked):
         """The same computation as `Qwen3.__call__` with a cache, over split params."""
         m = self.module
         c, dt, pdt = m.config, m.dtype, m.param_dtype
-        cos, sin, attn_mask = attention_inputs(c, ids.shape, dt, None, mask, True, write_at)
+        impl, platform = m.attention_choice() if hasattr(m, "attention_choice") else ("xla", "")
+        cos, sin, attn_mask = attention_inputs(c, ids.shape, dt, None, mask, True, write_at, attention_impl=impl)
         embed = Embed(c.vocab_size, c.hidden_size, dt, pdt)
         x = embed.apply({"params": params["embed_tokens"]}, ids)
         x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
@@ -283,7 +284,8 @@ class Split(Stacked):
         new_cache = {}
         for seg in layer_segments(c):
             layer = DecoderLayer(c, seg.kind, dt, pdt, m.moe_impl,
-                                 moe_capacity_factor=getattr(m, "moe_capacity_factor", None))
+                                 moe_capacity_factor=getattr(m, "moe_capacity_factor", None),
+                                 attention_impl=impl, attention_platform=platform)
             out = []
             for lp, lc in zip(params[seg.name], cache[seg.name]):
                 with nn.intercept_methods(matmuls):

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from qwen3_jax.config import Qwen3Config
+from qwen3_jax.model import attention_impl as attn_impl
 from qwen3_jax.model import dual_chunk
 from qwen3_jax.model.layers import Einsum, RMSNorm
 from qwen3_jax.model.rope import apply_rope
@@ -46,8 +47,10 @@ class Attention(nn.Module):
     Attributes:
       cfg: the model config (heads, head_dim, eps).
       dtype, param_dtype: compute and storage dtypes.
-      attention_impl: "xla" or "ring" (calls without a cache; `mask` is then {"segment_ids"}).
+      attention_impl: "xla", "flash" or "ring" (resolved; see `model.attention_impl`); with "ring"
+        (calls without a cache) `mask` is {"segment_ids"}.
       ring_layout: "contiguous" or "zigzag" token order along the sequence (see `Qwen3`).
+      platform: "tpu", "gpu" or "cpu", the platform the kernels are chosen for ("" = the default backend).
     """
 
     cfg: Qwen3Config
@@ -55,13 +58,15 @@ class Attention(nn.Module):
     param_dtype: Any = jnp.float32
     attention_impl: str = "xla"
     ring_layout: str = "contiguous"
+    platform: str = ""
 
     @nn.compact
     def __call__(self, x, cos, sin, mask, cache=None, write_at=None):
         """Args:
           x: [B, T, D] normalised hidden states.
           cos, sin: [B, T, H] rotary tables for the query positions.
-          mask: [B, T, S] boolean attention mask (S = T without a cache, the cache length with one).
+          mask: [B, T, S] boolean attention mask (S = T without a cache, the cache length with one);
+            with "flash" or "ring" its parts instead (`attention_impl.mask_parts`).
           cache: optional {"k": [B, K, S, H], "v": [B, K, H, S]}; the new keys/values are written at `write_at`.
           write_at: [B] int, first cache slot of this call's tokens in each row.
 
@@ -88,6 +93,9 @@ class Attention(nn.Module):
         scale = H ** -0.5
         if cache is None and self.attention_impl == "ring":
             out = ring_attention(q, k, v, mask["segment_ids"], scale=scale, layout=self.ring_layout)
+        elif self.attention_impl == "flash":
+            out, cache = attn_impl.attend(self.platform or jax.default_backend(), q, k, v, mask, cache, write_at,
+                                          scale, update_cache)
         elif cache is None:
             out = dot_product_attention(q, k, v, mask, scale)
         elif q.shape[1] == 1:

@@ -29,7 +29,7 @@ class DecoderLayer(nn.Module):
       moe_impl: expert computation for MoE layers (see `ops.moe.IMPLS`).
       moe_capacity_factor: expert-parallel capacity of MoE layers (None = dropless; see `model.moe`).
       return_hidden: also output this layer's output hidden state.
-      attention_impl, ring_layout: see `Qwen3`.
+      attention_impl, ring_layout, attention_platform: see `Qwen3`.
     """
 
     cfg: Qwen3Config
@@ -41,6 +41,7 @@ class DecoderLayer(nn.Module):
     moe_capacity_factor: float | None = None
     attention_impl: str = "xla"
     ring_layout: str = "contiguous"
+    attention_platform: str = ""
 
     @nn.compact
     def __call__(self, x, cache, cos, sin, mask, write_at):
@@ -55,7 +56,8 @@ class DecoderLayer(nn.Module):
         c = self.cfg
         x = checkpoint_name(x, "decoder_layer_input")
         h = RMSNorm(c.rms_norm_eps, "norm", self.param_dtype, name="input_layernorm")(x)
-        a, cache = Attention(c, self.dtype, self.param_dtype, self.attention_impl, self.ring_layout, name="self_attn")(h, cos, sin, mask, cache, write_at)
+        a, cache = Attention(c, self.dtype, self.param_dtype, self.attention_impl, self.ring_layout,
+                             self.attention_platform, name="self_attn")(h, cos, sin, mask, cache, write_at)
         x = x + a
         h = RMSNorm(c.rms_norm_eps, "norm", self.param_dtype, name="post_attention_layernorm")(x)
         router_logits = None

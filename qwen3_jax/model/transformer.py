@@ -32,6 +32,7 @@ import numpy as np
 
 from qwen3_jax.config import Qwen3Config, layer_segments
 from qwen3_jax.model import dual_chunk
+from qwen3_jax.model import attention_impl as attn_impl
 from qwen3_jax.model.block import DecoderLayer
 from qwen3_jax.model.layers import Einsum, Embed, RMSNorm
 from qwen3_jax.model.rope import rope_cos_sin, rope_frequencies
@@ -39,7 +40,7 @@ from qwen3_jax.ops.attention import causal_mask
 from qwen3_jax.ops.ring_attention import zigzag_order
 from qwen3_jax.sharding.rules import mesh_axis_sizes
 
-ATTENTION_IMPLS = ("xla", "ring")
+ATTENTION_IMPLS = attn_impl.IMPLS
 REMAT_POLICIES = {
     "none": None,
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -81,12 +82,15 @@ class Qwen3(nn.Module):
       remat: rematerialisation policy of each layer, a key of REMAT_POLICIES.
       moe_impl: expert computation ("auto" picks per backend; see `ops.moe`).
       moe_capacity_factor: capacity of expert-parallel MoE layers (None = dropless; see `model.moe`).
-      attention_impl: "xla" (plain attention over a [B, T, S] mask) or "ring" (ring attention over
-        the mesh's `sequence` axis for calls without a cache, `ops.ring_attention`; cached calls
-        use "xla").
+      attention_impl: "xla" (plain attention over a [B, T, S] mask), "flash" (the Pallas kernels;
+        see `model.attention_impl`), "ring" (ring attention over the mesh's `sequence` axis for
+        calls without a cache, `ops.ring_attention`; cached calls use "xla") or "auto" (ring when
+        the mesh has sequence > 1, else flash on TPU/GPU, else xla).
       ring_layout: order of the tokens along the sequence with "ring": "contiguous", or "zigzag"
         when the caller has put ids, segment ids, masks (and positions, if given) in the zig-zag
         order of `ops.ring_attention.to_zigzag` (default positions are then permuted here).
+      attention_platform: platform the attention kernels are chosen for ("" = decided at trace time
+        from the default backend; `qwen3_jax.load` sets it from the mesh's devices).
     """
 
     config: Qwen3Config
@@ -97,6 +101,12 @@ class Qwen3(nn.Module):
     moe_capacity_factor: float | None = None
     attention_impl: str = "xla"
     ring_layout: str = "contiguous"
+    attention_platform: str = ""
+
+    def attention_choice(self) -> tuple[str, str]:
+        """(impl, platform) this module runs, "auto" and an empty platform resolved."""
+        impl, platform = attn_impl.resolve(self.attention_impl)
+        return impl, self.attention_platform or platform
 
     @nn.compact
     def __call__(self, input_ids, positions=None, attention_mask=None, cache=None, write_at=None,
@@ -119,12 +129,11 @@ class Qwen3(nn.Module):
         c = self.config
         if self.remat not in REMAT_POLICIES:
             raise ValueError(f"unknown remat policy {self.remat!r}; expected one of {list(REMAT_POLICIES)}")
-        if self.attention_impl not in ATTENTION_IMPLS:
-            raise ValueError(f"unknown attention_impl {self.attention_impl!r}; expected one of {ATTENTION_IMPLS}")
-        if self.attention_impl == "ring" and c.dual_chunk_attention_config is not None:
+        impl, platform = self.attention_choice()
+        if impl == "ring" and c.dual_chunk_attention_config is not None:
             raise ValueError("attention_impl='ring' does not support dual_chunk_attention_config")
         cos, sin, mask = attention_inputs(c, input_ids.shape, self.dtype, positions, attention_mask, cache is not None,
-                                          write_at, segment_ids, self.attention_impl, self.ring_layout)
+                                          write_at, segment_ids, impl, self.ring_layout)
         embed = Embed(c.vocab_size, c.hidden_size, self.dtype, self.param_dtype, name="embed_tokens")
         x = nn.with_logical_constraint(embed(input_ids), ("batch", "length", "act_embed"))
 
@@ -142,8 +151,8 @@ class Qwen3(nn.Module):
                 length=seg.length,
                 metadata_params={nn.PARTITION_NAME: "layers"},
             )(c, seg.kind, self.dtype, self.param_dtype, self.moe_impl, return_hidden,
-              moe_capacity_factor=self.moe_capacity_factor, attention_impl=self.attention_impl,
-              ring_layout=self.ring_layout, name=seg.name)
+              moe_capacity_factor=self.moe_capacity_factor, attention_impl=impl, ring_layout=self.ring_layout,
+              attention_platform=platform, name=seg.name)
             seg_cache = None if cache is None else cache[seg.name]
             x, (seg_cache, seg_router, seg_hidden) = stack(x, seg_cache, cos, sin, mask, write_at)
             if cache is not None:
@@ -186,7 +195,8 @@ def attention_inputs(config: Qwen3Config, shape: tuple[int, int], dtype, positio
       dtype: compute dtype of cos/sin.
       positions, attention_mask, write_at, segment_ids: as in `Qwen3.__call__`.
       cached: whether the call reads and writes a KV cache.
-      attention_impl, ring_layout: as in `Qwen3`.
+      attention_impl, ring_layout: as in `Qwen3` (resolved); with "flash" the mask comes as its
+        parts (`model.attention_impl.mask_parts`), never materialised.
 
     Returns:
       cos, sin [B, T, H] and the boolean mask [B, T, S]; with dual chunk attention, cos and sin
@@ -216,6 +226,9 @@ def attention_inputs(config: Qwen3Config, shape: tuple[int, int], dtype, positio
     if ring:
         seg = kv_valid.astype(jnp.int32) if segment_ids is None else jnp.where(kv_valid, segment_ids, -1)
         return cos, sin, {"segment_ids": seg.astype(jnp.int32)}
+    if attention_impl == "flash":
+        plain = not cached and attention_mask is None
+        return cos, sin, attn_impl.mask_parts(q_slots, None if plain else kv_valid, segment_ids)
     return cos, sin, causal_mask(q_slots, kv_valid, segment_ids)
 
 

@@ -33,6 +33,7 @@ class ModelSection:
       param_dtype: master-weight dtype (float32).
       remat: rematerialisation policy of each layer (`model.transformer.REMAT_POLICIES`).
       moe_impl: expert computation (`ops.moe.IMPLS`).
+      attention_impl: "xla", "flash", "ring" or "auto" (`model.attention_impl`).
     """
 
     preset: str | None = None
@@ -41,6 +42,7 @@ class ModelSection:
     param_dtype: str = "float32"
     remat: str = "none"
     moe_impl: str = "auto"
+    attention_impl: str = "xla"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,6 +203,11 @@ class TrainConfig:
 
         if self.model.remat not in REMAT_POLICIES:
             problems.append(f"model.remat={self.model.remat!r} must be one of {', '.join(REMAT_POLICIES)}")
+        from qwen3_jax.model.attention_impl import IMPLS as ATTENTION_IMPLS
+
+        if self.model.attention_impl not in ATTENTION_IMPLS:
+            problems.append(f"model.attention_impl={self.model.attention_impl!r} must be one of "
+                            f"{', '.join(ATTENTION_IMPLS)}")
         if problems:
             raise ConfigError("; ".join(problems))
         mc = self.model_config()

@@ -33,6 +33,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from qwen3_jax.config import Qwen3Config
 from qwen3_jax.losses import RouterStats, global_batch_balance_loss, router_stats
 from qwen3_jax.sharding.placement import mesh_context, mesh_rules, param_shardings
+from qwen3_jax.model.attention_impl import resolve as resolve_attention
 from qwen3_jax.model.transformer import Qwen3
 from qwen3_jax.train.config import TrainConfig
 from qwen3_jax.train.loss import chunked_cross_entropy, head_weight, next_token_targets, router_z_loss_sum
@@ -110,10 +111,11 @@ class TrainStep:
         return out
 
 
-def make_module(cfg: TrainConfig, model_config: Qwen3Config) -> Qwen3:
+def make_module(cfg: TrainConfig, model_config: Qwen3Config, mesh: Mesh | None = None) -> Qwen3:
     m = cfg.model
+    impl, platform = resolve_attention(m.attention_impl, mesh)
     return Qwen3(model_config, dtype=DTYPES[m.dtype], param_dtype=DTYPES[m.param_dtype], remat=m.remat,
-                 moe_impl=m.moe_impl)
+                 moe_impl=m.moe_impl, attention_impl=impl, attention_platform=platform)
 
 
 def _opt_shardings(tx, abstract_opt_state, p_shardings, mesh):
@@ -140,7 +142,7 @@ def build_train_step(cfg: TrainConfig, mesh: Mesh, model_config: Qwen3Config | N
     masked = LOSS_MASK in batch_keys
     mc = model_config or cfg.model_config()
     t = cfg.train
-    module = make_module(cfg, mc)
+    module = make_module(cfg, mc, mesh)
     tx = make_optimizer(cfg.optimizer, t.steps)
     rules = mesh_rules(mc, mesh)
     p_shardings = param_shardings(mc, mesh)
