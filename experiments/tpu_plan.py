@@ -145,6 +145,7 @@ def main() -> int:
     ap.add_argument("--tasks", default="train,serve")
     ap.add_argument("--top", type=int, default=1, help="candidates compiled per slice")
     ap.add_argument("--fresh", action="store_true", help="recompute results already saved")
+    ap.add_argument("--merge", default="", help="comma-separated JSON files of other runs to merge in first")
     args = ap.parse_args()
     os.makedirs(RESULTS, exist_ok=True)
     path = os.path.join(RESULTS, "tpu_plan.json")
@@ -152,9 +153,14 @@ def main() -> int:
     if os.path.exists(path) and not args.fresh:
         with open(path, encoding="utf-8") as f:
             saved = json.load(f).get("results", {})
+    for other in filter(None, args.merge.split(",")):
+        with open(other, encoding="utf-8") as f:
+            for key, r in json.load(f)["results"].items():
+                if r.get("fits") or key not in saved:
+                    saved[key] = r
     from tqdm import tqdm
 
-    jobs = [(m, t) for t in args.tasks.split(",") for m in args.models.split(",")]
+    jobs = [(m, t) for t in filter(None, args.tasks.split(",")) for m in args.models.split(",")]
     bar = tqdm(jobs, desc="tpu plan", unit="model")
     for model, task in bar:
         key = f"{model}/{task}"

@@ -75,6 +75,19 @@ def measure(program) -> dict:
             "_hlo": compiled.as_text() if getattr(program, "keep_hlo", False) else None}
 
 
+def _split_mesh(sizes: dict[str, int], devices):
+    """A mesh whose logical axes may split the slice's physical axes (jax.make_mesh refuses those)."""
+    from jax.experimental import mesh_utils
+    from jax.sharding import AxisType, Mesh
+
+    from qwen3_jax.sharding.rules import MESH_AXES
+
+    names = tuple(a for a in MESH_AXES if a in sizes)
+    shape = tuple(sizes[a] for a in names)
+    grid = mesh_utils.create_device_mesh(shape, devices, allow_split_physical_axes=True)
+    return Mesh(grid, names, axis_types=(AxisType.Auto,) * len(names))
+
+
 def step_flops(cfg: Qwen3Config, task: str, batch: int, seq: int, cache_len: int | None = None) -> dict:
     """Model FLOPs per program: {"train_step": ...} or {"prefill": ..., "decode": ... (one token step)}."""
     if task == "train":
@@ -96,7 +109,10 @@ def plan_one(cfg: Qwen3Config, slice_: Slice, mesh_sizes: dict[str, int], task: 
     from qwen3_jax.sharding.mesh import make_mesh
 
     devices = slice_.devices() if devices is None else devices
-    mesh = make_mesh(dict(mesh_sizes), devices=devices)
+    try:
+        mesh = make_mesh(dict(mesh_sizes), devices=devices)
+    except NotImplementedError:  # the axes split a physical torus axis (e.g. 8x4x2 over 4x4x4)
+        mesh = _split_mesh(dict(mesh_sizes), devices)
     sizes = dict(zip(mesh.axis_names, mesh.devices.shape))
     t0 = time.perf_counter()
     if task == "train":

@@ -65,3 +65,15 @@ def test_expert_mesh_exchanges_tokens_and_keeps_experts_in_place(devices):
     # the check can fail: the same weights under a plain data mesh are all-reduced in full
     assert prog.parts["params"]["layers"]["mlp"]["experts"]["gate_proj"].sharding.spec[1] == "expert"
     assert jnp.dtype(prog.parts["params"]["layers"]["mlp"]["experts"]["gate_proj"].dtype) == jnp.float32
+
+
+def test_meshes_may_split_the_torus_axes():
+    from qwen3_jax.plan.compile import _split_mesh
+    from qwen3_jax.sharding.mesh import make_mesh
+
+    devices = parse_slice("v5p-128").devices()  # 4x4x4 chips
+    with pytest.raises(NotImplementedError):  # jax.make_mesh cannot place an axis of 8 on a 4x4x4 torus
+        make_mesh({"fsdp": 8, "expert": 4, "tensor": 2}, devices=devices)
+    mesh = _split_mesh({"tensor": 2, "fsdp": 8, "expert": 4}, devices)
+    assert dict(mesh.shape) == {"fsdp": 8, "expert": 4, "tensor": 2}
+    assert len(set(mesh.devices.flat)) == 64
