@@ -79,7 +79,7 @@ class Probe:
 def hf_config():
     from transformers import Qwen3Config
 
-    # Qwen3-0.6B (FACTS §1.1): untied in storage terms is irrelevant here, the release ties them.
+    # Qwen3-0.6B (its config.json): untied in storage terms is irrelevant here, the release ties them.
     return Qwen3Config(vocab_size=151936, hidden_size=1024, intermediate_size=3072, num_hidden_layers=28,
                        num_attention_heads=16, num_key_value_heads=8, head_dim=128, max_position_embeddings=40960,
                        rope_theta=1_000_000.0, rms_norm_eps=1e-6, tie_word_embeddings=True)

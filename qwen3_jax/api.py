@@ -43,17 +43,26 @@ class Model:
       params: nested dict of arrays (sharded when a mesh was given).
       module: the Flax Linen module (`module.apply({"params": params}, ...)`).
       mesh: the mesh params live on, or None for one device.
+      source_dir: the checkpoint directory it was loaded from (None for presets and fresh params);
+        its generation_config.json gives the default stop tokens.
+      tokenizer: the `Tokenizer` used by `chat` and to bound sampled ids: the one given, else the
+        source directory's tokenizer.json (read on first use), else None (`chat` then uses the
+        Qwen3 tokenizer, `Tokenizer.qwen3()`).
     """
 
     def __init__(self, config: Qwen3Config, params, *, dtype=jnp.float32, param_dtype=None, mesh: Mesh | None = None,
                  moe_impl: str = "auto", remat: str = "none", moe_capacity_factor: float | None = None,
-                 attention_impl: str = "xla", ring_layout: str = "contiguous"):
+                 attention_impl: str = "xla", ring_layout: str = "contiguous", tokenizer=None,
+                 source_dir: str | None = None):
         """Args:
           config, params: the architecture and a matching param tree.
           dtype: compute dtype; param_dtype: storage dtype of the params (default: `dtype`), e.g.
             float32 params with bfloat16 compute for mixed-precision training.
           mesh, moe_impl, remat, moe_capacity_factor, attention_impl, ring_layout: see `load`.
+          tokenizer, source_dir: see the class attributes.
         """
+        self.source_dir = source_dir
+        self._tokenizer = tokenizer
         self.config = config
         self.params = params
         self.mesh = mesh
@@ -65,6 +74,19 @@ class Model:
                             moe_capacity_factor=moe_capacity_factor, attention_impl=impl, attention_platform=platform,
                             ring_layout=ring_layout)
         self._forward = jax.jit(self._apply, static_argnames=("return_hidden",))
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None and self.source_dir is not None:
+            if os.path.isfile(os.path.join(self.source_dir, "tokenizer.json")):
+                from qwen3_jax.text.tokenizer import Tokenizer
+
+                self._tokenizer = Tokenizer.from_pretrained(self.source_dir)
+        return self._tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, tok) -> None:
+        self._tokenizer = tok
 
     def _apply(self, params, input_ids, attention_mask, positions, return_hidden=False) -> Output:
         # Traced inside the caller's `mesh_context` (jax.set_mesh must be entered outside jit).
@@ -149,6 +171,9 @@ def load(path: str | os.PathLike, dtype: Any = "auto", *, mesh: Mesh | None = No
          attention_impl: str = "xla", ring_layout: str = "contiguous", verify: bool = True) -> Model:
     """Loads a model.
 
+    A model loaded from a directory keeps it as `model.source_dir` and reads the directory's
+    tokenizer.json as `model.tokenizer`, so `model.chat` behaves as `qwen3-jax chat` does.
+
     Args:
       path: a Hugging Face checkpoint directory (config.json + model.safetensors or a sharded
         index), an Orbax directory written by `qwen3-jax convert`, or a preset name ("Qwen3-0.6B",
@@ -177,7 +202,7 @@ def load(path: str | os.PathLike, dtype: Any = "auto", *, mesh: Mesh | None = No
         cfg, params = orbax_io.restore(path, mesh=mesh, dtype=None if dtype == "auto" else jnp.dtype(_dtype(dtype)),
                                        verify=verify)
         dt = params["embed_tokens"]["embedding"].dtype if dtype == "auto" else _dtype(dtype)
-        return Model(cfg, params, dtype=dt, **opts)
+        return Model(cfg, params, dtype=dt, source_dir=path, **opts)
     if os.path.isdir(path):
         if not os.path.exists(os.path.join(path, "config.json")):
             raise FileNotFoundError(f"{path} is a directory but holds no config.json (not a HF checkpoint)")
@@ -186,7 +211,7 @@ def load(path: str | os.PathLike, dtype: Any = "auto", *, mesh: Mesh | None = No
         host = load_hf_params(path, cfg, dtype=jnp.dtype(dt), check_finite=verify)
         # With a mesh, each device receives only its slice of the host arrays.
         params = jax.tree.map(jnp.asarray, host) if mesh is None else shard_params(host, cfg, mesh)
-        return Model(cfg, params, dtype=dt, **opts)
+        return Model(cfg, params, dtype=dt, source_dir=path, **opts)
     try:
         cfg = get_preset(path)
     except KeyError:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from typing import Any, Mapping
 
@@ -129,7 +130,12 @@ class Qwen3Config:
     name: str = ""
 
     def __post_init__(self):
-        object.__setattr__(self, "mlp_only_layers", tuple(sorted(int(i) for i in self.mlp_only_layers)))
+        layers = self.mlp_only_layers
+        if isinstance(layers, (list, tuple)) and all(isinstance(i, int) for i in layers):
+            layers = tuple(sorted(layers))
+        elif not isinstance(layers, tuple):
+            layers = (layers,)  # reported by validate()
+        object.__setattr__(self, "mlp_only_layers", layers)
         if isinstance(self.eos_token_id, list):
             object.__setattr__(self, "eos_token_id", tuple(self.eos_token_id))
         if isinstance(self.rope_scaling, Mapping):
@@ -161,13 +167,41 @@ class Qwen3Config:
         """'moe' or 'dense' for every layer, in order."""
         return tuple("moe" if self.is_moe_layer(i) else "dense" for i in range(self.num_hidden_layers))
 
+    def _type_problems(self) -> list[str]:
+        """Fields of the wrong type (checked first: the range checks below compare numbers)."""
+        problems = []
+        for f in _INT_FIELDS:
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, int):
+                problems.append(f"{f}={v!r} must be an integer, got {type(v).__name__}")
+        for f in _FLOAT_FIELDS:
+            v = getattr(self, f)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                problems.append(f"{f}={v!r} must be a finite number, got {type(v).__name__}")
+        for f in ("tie_word_embeddings", "norm_topk_prob"):
+            if not isinstance(getattr(self, f), bool):
+                problems.append(f"{f}={getattr(self, f)!r} must be true or false")
+        for f in ("bos_token_id", "eos_token_id"):
+            v = getattr(self, f)
+            ids = v if isinstance(v, tuple) else (v,)
+            if v is not None and any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in ids):
+                problems.append(f"{f}={v!r} must be a token id, a list of them, or null")
+        if any(isinstance(i, bool) or not isinstance(i, int) for i in self.mlp_only_layers):
+            problems.append(f"mlp_only_layers={list(self.mlp_only_layers)!r} must be a list of layer indices")
+        if not isinstance(self.name, str):
+            problems.append(f"name={self.name!r} must be a string")
+        return problems
+
     def validate(self) -> None:
         """Raise ConfigError naming every inconsistent value."""
-        problems = []
+        problems = self._type_problems()
+        if problems:
+            raise ConfigError(f"invalid Qwen3 config {self.name if isinstance(self.name, str) else ''}: "
+                              + "; ".join(problems))
         for f in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
-                  "num_key_value_heads", "head_dim"):
+                  "num_key_value_heads", "head_dim", "max_position_embeddings"):
             v = getattr(self, f)
-            if not isinstance(v, int) or v <= 0:
+            if v <= 0:
                 problems.append(f"{f}={v!r} must be a positive integer")
         if not problems and self.num_attention_heads % self.num_key_value_heads:
             problems.append(
@@ -211,7 +245,14 @@ class Qwen3Config:
     # ---- Hugging Face config.json --------------------------------------------------------------
     @classmethod
     def from_hf_dict(cls, d: Mapping[str, Any], name: str = "") -> "Qwen3Config":
-        """Builds a config from a parsed `config.json` (transformers 4.51+ or 5.x names)."""
+        """Builds a config from a parsed `config.json` (transformers 4.51+ or 5.x names).
+
+        Keys left out take transformers' defaults for the same key (`rope_theta` 10000,
+        `norm_topk_prob` false, ...), so a file means here what it means there; the dataclass
+        defaults instead describe the released models, which always spell these keys out.
+        """
+        if not isinstance(d, Mapping):
+            raise ConfigError(f"config.json must hold a JSON object, got a {type(d).__name__}")
         mt = d.get("model_type")
         if mt not in MODEL_TYPES:
             raise ConfigError(
@@ -227,8 +268,22 @@ class Qwen3Config:
         if missing:
             raise ConfigError(f"config.json lacks required keys {missing}")
 
+        def number(key, default, kind=(int, float)):
+            v = d.get(key, default)
+            if v is None or isinstance(v, bool) or not isinstance(v, kind):
+                raise ConfigError(f"config.json {key}={v!r} must be {'an integer' if kind is int else 'a number'}, "
+                                  f"got {type(v).__name__}")
+            return v
+
+        for key, kind in (("rope_parameters", Mapping), ("rope_scaling", Mapping),
+                          ("dual_chunk_attention_config", Mapping), ("mlp_only_layers", list)):
+            if d.get(key) is not None and not isinstance(d[key], kind):
+                raise ConfigError(f"config.json {key} must be {'an object' if kind is Mapping else 'a list'}, "
+                                  f"got {d[key]!r:.60}")
         rope = d.get("rope_parameters") or {}
         rope_theta = d.get("rope_theta", rope.get("rope_theta", 10000.0))
+        if isinstance(rope_theta, bool) or not isinstance(rope_theta, (int, float)):
+            raise ConfigError(f"config.json rope_theta={rope_theta!r} must be a number")
         scaling = d.get("rope_scaling")
         if scaling is None and rope.get("rope_type", "default") not in ("default", None):
             scaling = {k: v for k, v in rope.items() if k != "rope_theta"}
@@ -237,13 +292,14 @@ class Qwen3Config:
             rtype = scaling.get("rope_type", scaling.get("type", "default"))
             scaling = None if rtype == "default" else _rope_scaling_from_dict(scaling)
 
-        num_experts = d.get("num_experts", d.get("num_local_experts", 0)) or 0
+        key = "num_experts" if d.get("num_experts") is not None else "num_local_experts"
+        num_experts = number(key, 0, int) if d.get(key) is not None else 0
         if mt == "qwen3":
             num_experts = 0
         elif num_experts <= 0:
             raise ConfigError("config.json model_type='qwen3_moe' but num_experts is missing or 0")
-        heads = d["num_attention_heads"]
-        head_dim = d.get("head_dim") or d["hidden_size"] // heads
+        heads = number("num_attention_heads", None, int)
+        head_dim = d.get("head_dim") or number("hidden_size", None, int) // max(heads, 1)
         kw = dict(
             vocab_size=d["vocab_size"],
             hidden_size=d["hidden_size"],
@@ -256,9 +312,9 @@ class Qwen3Config:
             rope_theta=float(rope_theta),
             rope_scaling=scaling,
             max_position_embeddings=d.get("max_position_embeddings", 40960),
-            tie_word_embeddings=bool(d.get("tie_word_embeddings", False)),
+            tie_word_embeddings=d.get("tie_word_embeddings", False),
             bos_token_id=d.get("bos_token_id"),
-            eos_token_id=d.get("eos_token_id"),
+            eos_token_id=tuple(d["eos_token_id"]) if isinstance(d.get("eos_token_id"), list) else d.get("eos_token_id"),
             name=name or d.get("_name_or_path", "") or "",
         )
         if d.get("dual_chunk_attention_config") is not None:
@@ -268,7 +324,7 @@ class Qwen3Config:
                 num_experts=num_experts,
                 num_experts_per_tok=d.get("num_experts_per_tok", 8),
                 moe_intermediate_size=d.get("moe_intermediate_size", 0),
-                norm_topk_prob=bool(d.get("norm_topk_prob", False)),
+                norm_topk_prob=d.get("norm_topk_prob", False),
                 decoder_sparse_step=d.get("decoder_sparse_step", 1),
                 mlp_only_layers=tuple(d.get("mlp_only_layers") or ()),
                 router_aux_loss_coef=d.get("router_aux_loss_coef", 0.001),
@@ -282,9 +338,16 @@ class Qwen3Config:
                 d = json.load(f)
         except FileNotFoundError:
             raise FileNotFoundError(f"no config.json at {path}") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path} is a directory, not a config.json file") from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
         except json.JSONDecodeError as e:
             raise ConfigError(f"{path} is not valid JSON: {e}") from None
-        return cls.from_hf_dict(d, name=os.path.basename(os.path.dirname(os.path.abspath(path))))
+        try:
+            return cls.from_hf_dict(d, name=os.path.basename(os.path.dirname(os.path.abspath(path))))
+        except ConfigError as e:
+            raise ConfigError(f"{path}: {e}") from None
 
     def to_hf_dict(self) -> dict[str, Any]:
         """A `config.json` that transformers 4.51+ and 5.x both read.
@@ -403,6 +466,12 @@ class Segment:
     kind: str
     start: int
     length: int
+
+
+_INT_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+               "num_key_value_heads", "head_dim", "max_position_embeddings", "num_experts", "num_experts_per_tok",
+               "moe_intermediate_size", "decoder_sparse_step")
+_FLOAT_FIELDS = ("rms_norm_eps", "rope_theta", "router_aux_loss_coef")
 
 
 def layer_segments(cfg: Qwen3Config) -> tuple[Segment, ...]:

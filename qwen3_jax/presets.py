@@ -1,6 +1,6 @@
 """Presets for the 8 released Qwen3 models, plus tiny shapes for tests and demos.
 
-The numbers come from the released `config.json` files (shared/qwen3/FACTS.md §1). This module is
+The numbers come from the released `config.json` files on the Hugging Face hub (Qwen/Qwen3-*) and Table 1-2 of the Qwen3 technical report (arXiv 2505.09388). This module is
 the single source: `configs/models/*.yaml` are generated from it (`qwen3-jax presets --write
 configs/models`) and a test checks the files still match.
 

@@ -11,7 +11,7 @@ from qwen3_jax.presets import PRESETS, RELEASED, get_preset, load_yaml, yaml_fil
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# FACTS.md §1.1: hidden, intermediate, layers, q heads, kv heads, tied
+# The released config.json files (Qwen/Qwen3-*): hidden, intermediate, layers, q heads, kv heads, tied
 RELEASED_VALUES = {
     "Qwen3-0.6B": (1024, 3072, 28, 16, 8, True),
     "Qwen3-1.7B": (2048, 6144, 28, 16, 8, True),
@@ -23,7 +23,7 @@ RELEASED_VALUES = {
     "Qwen3-235B-A22B": (4096, 12288, 94, 64, 4, False),
 }
 
-# FACTS.md §1.3: (total, active) in billions, at the precision the facts give them
+# The Qwen3 model cards: (total, active) in billions, at the precision the cards give them
 PARAM_COUNTS = {
     "Qwen3-0.6B": ("0.596", None), "Qwen3-1.7B": ("1.721", None), "Qwen3-4B": ("4.022", None),
     "Qwen3-8B": ("8.191", None), "Qwen3-14B": ("14.768", None), "Qwen3-32B": ("32.762", None),

@@ -33,3 +33,13 @@ def test_readme_entry_points_exist():
     for fn in ("render", "parse", "thinking_mode"):
         assert callable(getattr(qwen3_jax.chat, fn)), fn
     assert callable(qwen3_jax.Tokenizer.qwen3) and callable(qwen3_jax.Tokenizer.from_pretrained)
+
+
+def test_the_package_cites_only_public_sources():
+    # FACTS.md / NOTES.md are the team's private notes: users of the package do not have them.
+    import pathlib
+
+    root = pathlib.Path(qwen3_jax.__file__).parent
+    cited = [str(p.relative_to(root)) for p in root.rglob("*.py")
+             if any(w in p.read_text(encoding="utf-8") for w in ("FACTS", "NOTES.md", "shared/"))]
+    assert cited == []

@@ -93,14 +93,25 @@ def stream_reply(model, messages, printer: Printer, *, enable_thinking=True, thi
     return result
 
 
+def not_utf8(text: str) -> bool:
+    """Whether `text` came from bytes that are not UTF-8 (Python keeps them as lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _lines(args, interactive: bool):
     yield from args.say
-    if args.no_input:
+    if args.no_input or sys.stdin is None:  # stdin closed (`<&-`): nothing to read
         return
+    if hasattr(sys.stdin, "reconfigure"):
+        sys.stdin.reconfigure(errors="surrogateescape")  # a bad line is reported, not fatal
     while True:
         try:
             line = input("> ") if interactive else sys.stdin.readline()
-        except EOFError:
+        except (EOFError, OSError, ValueError):  # end of input, or a closed/unreadable stdin
             return
         if not interactive and line == "":
             return
@@ -111,7 +122,7 @@ def repl(model, args, out=None) -> int:
     """Runs the chat loop on a loaded model (see the module docstring)."""
     from qwen3_jax.generate.session import sampling_overrides
 
-    interactive = sys.stdin.isatty() and not args.no_input
+    interactive = sys.stdin is not None and sys.stdin.isatty() and not args.no_input
     printer = Printer(out)
     system = [{"role": "system", "content": args.system}] if args.system else []
     messages = list(system)
@@ -128,6 +139,9 @@ def repl(model, args, out=None) -> int:
             continue
         cmd = line.strip()
         if not cmd:
+            continue
+        if not_utf8(line):
+            printer.note("error: this line is not UTF-8 text; it was skipped")
             continue
         if not interactive or args.say:
             printer.out.write(f"> {cmd}\n")
@@ -165,6 +179,9 @@ def run(args) -> int:
         raise UserError(msg)
 
     check_common(args, error)
+    bad = [t for t in args.say if not_utf8(t)]
+    if bad:
+        error(f"--say {bad[0].encode('utf-8', 'surrogateescape')!r} is not UTF-8 text")
     try:
         model = load_chat_model(args.model, args.dtype, args.mesh)
     except ValueError as e:

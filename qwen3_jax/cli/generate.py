@@ -49,9 +49,20 @@ def run(args) -> int:
     def error(msg):
         raise UserError(msg)
 
+    from qwen3_jax.cli.chat import not_utf8
+
     check_common(args, error)
     if args.prompt == "-":
-        args.prompt = sys.stdin.read()
+        if sys.stdin is None:
+            error("--prompt - reads stdin, but stdin is closed")
+        try:
+            args.prompt = sys.stdin.buffer.read().decode("utf-8")
+        except UnicodeDecodeError as e:
+            error(f"--prompt -: stdin is not UTF-8 text ({e.reason} at byte {e.start})")
+    for name in ("prompt", "system"):
+        value = getattr(args, name)
+        if value is not None and not_utf8(value):
+            error(f"--{name} {value.encode('utf-8', 'surrogateescape')!r} is not UTF-8 text")
     if not args.prompt.strip():
         error("--prompt is empty")
     overrides = sampling_overrides(args)

@@ -24,7 +24,7 @@ from typing import Any, Iterator, Sequence
 from qwen3_jax.generate.engine import Engine, ThinkingBudget
 from qwen3_jax.generate.sampling import NON_THINKING, THINKING, Sampling
 
-# Technical report §4.3 (FACTS §4.5): inserted when the reasoning reaches the budget. The two
+# Qwen3 technical report (arXiv 2505.09388) §4.3: inserted when the reasoning reaches the budget. The two
 # newlines in front separate it from a thought cut mid-sentence (the Qwen docs' client does so too).
 STOP_THINKING = ("Considering the limited time by the user, I have to give the solution based on the "
                  "thinking directly now.\n</think>.\n\n")
@@ -105,15 +105,26 @@ class ChatEvent:
     result: ChatResult | None = None
 
 
+def check_tokenizer_fits(tok, config) -> None:
+    """Raises ValueError when the tokenizer has more ids than the model's embedding has rows."""
+    if len(tok) > config.vocab_size:
+        raise ValueError(f"the tokenizer has {len(tok)} ids but the model's embedding only {config.vocab_size} "
+                         "rows; put the matching tokenizer.json in the model directory (or pass tokenizer=...)")
+
+
 def resolve_tokenizer(model, tokenizer=None):
-    """The tokenizer to use: the argument, one attached to the model, else the built Qwen3 one."""
-    if tokenizer is not None:
-        return tokenizer
-    tok = getattr(model, "tokenizer", None)
+    """The tokenizer to use: the argument, one attached to the model, else the built Qwen3 one.
+
+    Raises ValueError when it does not fit the model's vocabulary (`check_tokenizer_fits`).
+    """
+    tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
     if tok is None:
         from qwen3_jax.text.tokenizer import Tokenizer
 
         tok = Tokenizer.qwen3()
+    if not (hasattr(tok, "apply_chat_template") and hasattr(tok, "__len__")):
+        raise ValueError(f"tokenizer must be a qwen3_jax.Tokenizer, got {type(tok).__name__}")
+    check_tokenizer_fits(tok, model.config)
     return tok
 
 
@@ -140,6 +151,16 @@ def prepare(model, messages: Sequence[dict], tools=None, enable_thinking: bool =
     """
     from qwen3_jax.text import chat as text_chat
 
+    if not isinstance(enable_thinking, bool):
+        raise ValueError(f"enable_thinking must be True or False, got {enable_thinking!r}")
+    if thinking_budget is not None and (isinstance(thinking_budget, bool) or not isinstance(thinking_budget, int)
+                                        or thinking_budget < 0):
+        raise ValueError(f"thinking_budget must be an integer >= 0 or None, got {thinking_budget!r}")
+    if sampling is not None and not isinstance(sampling, Sampling):
+        raise ValueError(f"sampling must be a qwen3_jax.Sampling or None, got {type(sampling).__name__}")
+    from qwen3_jax.text.render import validate
+
+    validate(messages, tools)  # before the tokenizer is built, so the message names the real problem
     tok = resolve_tokenizer(model, tokenizer)
     thinking = text_chat.thinking_mode(messages, enable_thinking)
     ids = tok.apply_chat_template(messages, tools=tools, add_generation_prompt=True, enable_thinking=thinking,

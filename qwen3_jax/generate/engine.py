@@ -30,7 +30,7 @@ from qwen3_jax.sharding.placement import mesh_context
 from qwen3_jax.sharding.rules import batch_multiple
 from qwen3_jax.sharding.platform import target_platform
 
-# <|im_end|> ends a chat turn, <|endoftext|> a document (FACTS §2.1).
+# <|im_end|> ends a chat turn, <|endoftext|> a document (eos_token_id of the checkpoints' generation_config.json).
 QWEN3_STOP_TOKENS = (151645, 151643)
 
 

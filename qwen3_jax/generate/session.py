@@ -1,19 +1,18 @@
 """Loading a model together with its tokenizer, for the CLI, the demo and the notebook.
 
 `--model` accepts whatever `qwen3_jax.load` accepts (a Hugging Face directory, an Orbax directory
-once the converter supports it, a preset name). The tokenizer is the directory's `tokenizer.json`
+written by `qwen3-jax convert`, a preset name). The tokenizer is the directory's `tokenizer.json`
 when there is one, else the Qwen3 tokenizer built from Qwen's ranks (`Tokenizer.qwen3()`).
 """
 
 from __future__ import annotations
 
-import os
 
 from qwen3_jax.generate.sampling import Sampling
 
 
 def load_chat_model(spec: str, dtype: str = "auto", mesh: str | None = None, tokenizer=None):
-    """Loads a model and attaches `.tokenizer` and `.source_dir` to it.
+    """Loads a model and settles its `.tokenizer` (`qwen3_jax.load` gives `.source_dir`).
 
     Args:
       spec: checkpoint directory or preset name.
@@ -29,19 +28,11 @@ def load_chat_model(spec: str, dtype: str = "auto", mesh: str | None = None, tok
       ValueError: a bad mesh spec, or a tokenizer with more ids than the model has rows.
     """
     import qwen3_jax
-    from qwen3_jax.text.tokenizer import Tokenizer
+    from qwen3_jax.generate.chat import resolve_tokenizer
 
     the_mesh = qwen3_jax.make_mesh(mesh) if mesh else None
     model = qwen3_jax.load(spec, dtype, mesh=the_mesh)
-    is_dir = os.path.isdir(spec)
-    if tokenizer is None:
-        has_tok = is_dir and os.path.exists(os.path.join(spec, "tokenizer.json"))
-        tokenizer = Tokenizer.from_pretrained(spec) if has_tok else Tokenizer.qwen3()
-    if len(tokenizer) > model.config.vocab_size:
-        raise ValueError(f"the tokenizer has {len(tokenizer)} ids but the model's embedding only "
-                         f"{model.config.vocab_size} rows; put the matching tokenizer.json in the model directory")
-    model.tokenizer = tokenizer
-    model.source_dir = spec if is_dir else None
+    model.tokenizer = resolve_tokenizer(model, tokenizer)  # the directory's, else Qwen3's; checked to fit
     return model
 
 

@@ -1,8 +1,8 @@
 """Building device meshes from a short spec such as "data=2,tensor=4".
 
 Meshes use `AxisType.Auto`: Flax Linen's logical constraints (`nn.with_logical_constraint`) need
-Auto axes and an abstract mesh set with `jax.set_mesh` (JAX 0.10 defaults to Explicit axes, which
-Linen does not support; see shared/NOTES.md §4). Axis order follows `MESH_AXES`, outermost first,
+Auto axes and an abstract mesh set with `jax.set_mesh`, while JAX 0.10's `jax.make_mesh` defaults
+to Explicit axes (see `flax/linen/spmd.py` and the JAX "explicit sharding" docs). Axis order follows `MESH_AXES`, outermost first,
 so the data axes span hosts and `tensor` stays within neighbouring devices.
 """
 
@@ -20,16 +20,24 @@ def parse_mesh_spec(spec: str | dict[str, int]) -> dict[str, int]:
     """"data=2,tensor=4" -> {"data": 2, "tensor": 4}; one size may be -1 (all remaining devices)."""
     if isinstance(spec, dict):
         sizes = dict(spec)
-    else:
+        bad = {a: s for a, s in sizes.items() if isinstance(s, bool) or not isinstance(s, int)}
+        if bad:
+            raise ValueError(f"mesh spec {spec!r}: sizes must be integers, got {bad}")
+    elif isinstance(spec, str):
         sizes = {}
         for part in filter(None, (p.strip() for p in spec.split(","))):
             if "=" not in part:
                 raise ValueError(f"mesh spec {spec!r}: {part!r} is not of the form axis=size")
             name, size = (s.strip() for s in part.split("=", 1))
+            if name in sizes:
+                raise ValueError(f"mesh spec {spec!r}: axis {name!r} is given twice")
             try:
                 sizes[name] = int(size)
             except ValueError:
                 raise ValueError(f"mesh spec {spec!r}: size of {name!r} is not an integer: {size!r}") from None
+    else:
+        raise ValueError(f"mesh spec must be a string such as \"data=2,tensor=4\" or a dict of axis sizes, "
+                         f"got {type(spec).__name__} {spec!r}")
     unknown = [a for a in sizes if a not in MESH_AXES]
     if unknown:
         raise ValueError(f"mesh spec {spec!r}: unknown axes {unknown}; known axes: {', '.join(MESH_AXES)}")

@@ -10,8 +10,8 @@ that tiktoken itself would merge last when encoding that token's bytes, listed
 in rank order (see ``derive_merges``).
 
 The rest of the pipeline is the one the released Qwen3 ``tokenizer.json`` uses
-(FACTS §3.1): NFC normaliser, the Qwen split regex, byte-level mapping and
-decoding, and the 26 added tokens at ids 151643–151668 (FACTS §3.2).
+(the released tokenizer.json): NFC normaliser, the Qwen split regex, byte-level mapping and
+decoding, and the 26 added tokens at ids 151643–151668 (``added_tokens`` of tokenizer.json).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-# The pre-tokenizer regex of Qwen2/2.5/3 (FACTS §3.1). Note `\p{N}` without `+`:
+# The pre-tokenizer regex of Qwen2/2.5/3 (the ``pre_tokenizer`` of tokenizer.json). Note `\p{N}` without `+`:
 # numbers are split into single digits before BPE.
 QWEN_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
@@ -33,7 +33,7 @@ QWEN_PATTERN = (
 
 NUM_BPE_TOKENS = 151643
 
-# (content, special) for ids 151643.. in order (FACTS §3.2). "special" decides
+# (content, special) for ids 151643.. in order (``added_tokens`` of tokenizer.json). "special" decides
 # what `decode(skip_special_tokens=True)` drops: the think and tool tags are not
 # special, so they survive, as in the reference tokenizer.
 ADDED_TOKENS: tuple[tuple[str, bool], ...] = (

@@ -1,6 +1,6 @@
 """Parsing Qwen3 output into reasoning, answer and tool calls, one-shot or streaming.
 
-The split follows the Qwen3 README (FACTS §4.4): everything before the *last*
+The split follows the Qwen3 model cards ("Switching Between Thinking and Non-Thinking Mode"): everything before the *last*
 ``</think>`` (id 151668) is reasoning, everything after it is the answer, both
 decoded with ``skip_special_tokens=True`` (which keeps the think and tool tags,
 as they are not special) and stripped of surrounding newlines. Two additions:

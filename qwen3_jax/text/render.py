@@ -1,6 +1,6 @@
 """The Qwen3 chat format, rendered in plain Python.
 
-Produces byte-for-byte what the hybrid Qwen3 jinja template (FACTS §4.1,
+Produces byte-for-byte what the hybrid Qwen3 jinja template (the ``chat_template`` of the checkpoints' tokenizer_config.json,
 ``template.QWEN3_CHAT_TEMPLATE``) produces, without jinja: it is faster, has no
 sandbox to configure, and fails loudly on input the template would silently
 mangle (unknown roles are skipped by the template, missing content becomes '').

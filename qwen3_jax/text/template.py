@@ -1,7 +1,7 @@
 """The Qwen3 chat template (jinja) and a sandboxed renderer for checkpoint templates.
 
 ``QWEN3_CHAT_TEMPLATE`` is the ``chat_template`` string of the hybrid-thinking
-Qwen3 checkpoints (FACTS §4.1), written into ``tokenizer_config.json`` by
+Qwen3 checkpoints, written into ``tokenizer_config.json`` by
 ``Tokenizer.save`` so that other tools (transformers, vLLM) render prompts the
 same way we do.
 

@@ -66,7 +66,7 @@ def _write_atomic(path: Path, text: str) -> None:
 
 
 def qwen3_tokenizer_config(first_added_id: int = build.NUM_BPE_TOKENS) -> dict[str, Any]:
-    """Returns the ``tokenizer_config.json`` of the released Qwen3 checkpoints (FACTS §3).
+    """Returns the ``tokenizer_config.json`` of the released Qwen3 checkpoints (their ``tokenizer_config.json`` on the Hugging Face hub).
 
     Args:
         first_added_id: id of ``<|endoftext|>``, the first of the 26 added tokens

@@ -1,6 +1,6 @@
 """chat.render gives the Qwen3 template's prompts, byte for byte.
 
-Each case is checked three ways: against its expected string (FACTS A-E or
+Each case is checked three ways: against its expected string (cases A-E, the Qwen3 model cards' examples, or
 written by hand), against jinja2 rendering of the template (our
 ``apply_chat_template`` path), and against transformers' own
 ``apply_chat_template`` on a directory written by ``Tokenizer.save``.

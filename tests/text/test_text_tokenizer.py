@@ -7,7 +7,7 @@ import pytest
 
 from qwen3_jax.text.tokenizer import Tokenizer
 
-# FACTS §3.3: ids produced by the released Qwen3 tokenizer.
+# Ids produced by the released Qwen3 tokenizer (tokenizer.json of Qwen/Qwen3-8B).
 KNOWN = [
     ("Hello world", [9707, 1879]),
     ("Hello", [9707]),
@@ -21,7 +21,7 @@ KNOWN = [
     ("\n\n", [271]),
 ]
 
-# FACTS §3.2, written out by hand (not taken from build.py).
+# The added tokens of the released tokenizer.json, written out by hand (not taken from build.py).
 ADDED = {
     151643: ("<|endoftext|>", True), 151644: ("<|im_start|>", True), 151645: ("<|im_end|>", True),
     151646: ("<|object_ref_start|>", True), 151647: ("<|object_ref_end|>", True),

@@ -1,7 +1,7 @@
 """Conversations with their expected Qwen3 prompts, shared by the rendering tests.
 
-Cases A-E are FACTS §4.3's rendered examples, copied literally. The others were
-written by hand from the template rules (FACTS §4.1, §4.3); the tests also
+Cases A-E are rendered examples of the released chat template (Qwen3 model cards), copied literally. The others were
+written by hand from the template rules (the checkpoints' chat_template); the tests also
 check every one against jinja2 and transformers, so a mistake here shows up as
 a disagreement rather than being baked in.
 """
