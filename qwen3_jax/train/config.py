@@ -34,6 +34,9 @@ class ModelSection:
       remat: rematerialisation policy of each layer (`model.transformer.REMAT_POLICIES`).
       moe_impl: expert computation (`ops.moe.IMPLS`).
       attention_impl: "xla", "flash", "ring" or "auto" (`model.attention_impl`).
+      ring_layout: token order over the `sequence` axis with ring attention: "contiguous", or
+        "zigzag" (causal work balanced; the step permutes each batch once, after computing the
+        next-token targets, see `ops.ring_attention`).
     """
 
     preset: str | None = None
@@ -43,6 +46,7 @@ class ModelSection:
     remat: str = "none"
     moe_impl: str = "auto"
     attention_impl: str = "xla"
+    ring_layout: str = "contiguous"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,6 +212,8 @@ class TrainConfig:
         if self.model.attention_impl not in ATTENTION_IMPLS:
             problems.append(f"model.attention_impl={self.model.attention_impl!r} must be one of "
                             f"{', '.join(ATTENTION_IMPLS)}")
+        if self.model.ring_layout not in ("contiguous", "zigzag"):
+            problems.append(f"model.ring_layout={self.model.ring_layout!r} must be contiguous or zigzag")
         if problems:
             raise ConfigError("; ".join(problems))
         mc = self.model_config()

@@ -30,11 +30,12 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from qwen3_jax.config import Qwen3Config
+from qwen3_jax.config import ConfigError, Qwen3Config
 from qwen3_jax.losses import RouterStats, global_batch_balance_loss, router_stats
 from qwen3_jax.sharding.placement import mesh_context, mesh_rules, param_shardings
 from qwen3_jax.model.attention_impl import resolve as resolve_attention
 from qwen3_jax.model.transformer import Qwen3
+from qwen3_jax.ops.ring_attention import to_zigzag
 from qwen3_jax.train.config import TrainConfig
 from qwen3_jax.train.loss import chunked_cross_entropy, head_weight, next_token_targets, router_z_loss_sum
 from qwen3_jax.train.optimizer import current_lr, make_optimizer
@@ -115,7 +116,7 @@ def make_module(cfg: TrainConfig, model_config: Qwen3Config, mesh: Mesh | None =
     m = cfg.model
     impl, platform = resolve_attention(m.attention_impl, mesh)
     return Qwen3(model_config, dtype=DTYPES[m.dtype], param_dtype=DTYPES[m.param_dtype], remat=m.remat,
-                 moe_impl=m.moe_impl, attention_impl=impl, attention_platform=platform)
+                 moe_impl=m.moe_impl, attention_impl=impl, ring_layout=m.ring_layout, attention_platform=platform)
 
 
 def _opt_shardings(tx, abstract_opt_state, p_shardings, mesh):
@@ -143,6 +144,16 @@ def build_train_step(cfg: TrainConfig, mesh: Mesh, model_config: Qwen3Config | N
     mc = model_config or cfg.model_config()
     t = cfg.train
     module = make_module(cfg, mc, mesh)
+    # Ring attention in the zig-zag layout: each batch is permuted once (ids, segment ids, positions
+    # and the next-token targets computed before), the loss being a sum over tokens in any order.
+    n_seq = dict(zip(mesh.axis_names, mesh.devices.shape)).get("sequence", 1)
+    zigzag = module.attention_impl == "ring" and cfg.model.ring_layout == "zigzag" and n_seq > 1
+    if zigzag and t.seq_len % (2 * n_seq):
+        raise ConfigError(f"train.seq_len={t.seq_len} must be a multiple of 2 x sequence={2 * n_seq} "
+                          "for model.ring_layout=zigzag")
+
+    def ring_order(*xs):
+        return tuple(to_zigzag(x, n_seq) for x in xs) if zigzag else xs
     tx = make_optimizer(cfg.optimizer, t.steps)
     rules = mesh_rules(mc, mesh)
     p_shardings = param_shardings(mc, mesh)
@@ -173,10 +184,11 @@ def build_train_step(cfg: TrainConfig, mesh: Mesh, model_config: Qwen3Config | N
 
     def micro_loss(params, mb, n_targets, n_real, global_stats):
         tokens, seg, pos = mb["tokens"], mb["segment_ids"], mb["positions"]
-        out = forward(params, tokens, seg, pos)
         targets, weights = next_token_targets(tokens, seg)
         if masked:
             weights = weights * mb[LOSS_MASK].astype(weights.dtype)
+        tokens, seg, pos, targets, weights = ring_order(tokens, seg, pos, targets, weights)
+        out = forward(params, tokens, seg, pos)
         head, layout = head_weight(params, mc)
         ce = chunked_cross_entropy(out.final_hidden, head, targets, weights, t.loss_chunk, layout, module.dtype)
         loss = ce / n_targets
@@ -200,8 +212,9 @@ def build_train_step(cfg: TrainConfig, mesh: Mesh, model_config: Qwen3Config | N
 
     def count_experts(params, micro):
         def body(acc, mb):
-            out = forward(params, mb["tokens"], mb["segment_ids"], mb["positions"])
-            real = (mb["segment_ids"] != 0).astype(jnp.float32)
+            tokens, seg, pos = ring_order(mb["tokens"], mb["segment_ids"], mb["positions"])
+            out = forward(params, tokens, seg, pos)
+            real = (seg != 0).astype(jnp.float32)
             return acc + router_stats(out.router_logits, mc.num_experts_per_tok, real).counts, None
 
         L = sum(1 for k in mc.layer_kinds if k == "moe")
