@@ -29,9 +29,11 @@ def test_targets_match_the_pipeline_loss_mask():
 
 @pytest.mark.slow
 def test_tiny_stage1_loss_falls(tmp_path):
+    # 150 of the config's 200 steps (about 4 minutes on a quiet 2-core machine); the schedule is the
+    # config's own. (Measured: 11.3 at step 10, 1.9 at step 90.)
     cfg = load_config(TINY1, ["log.progress=false", "log.peak_flops=1e11", "checkpoint.every=1000"])
-    r = train(cfg, tmp_path / "run", devices=jax.devices()[:1])
+    r = train(cfg, tmp_path / "run", devices=jax.devices()[:1], stop_at=150)
     losses = [m["loss"] for m in r.metrics]
-    assert r.step == cfg.train.steps >= 200
+    assert r.step == 150
     assert losses[0] > 9.0  # near log(151936) = 11.9 at the start
     assert np.mean(losses[-3:]) < 0.5 * losses[0]
