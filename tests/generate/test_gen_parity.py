@@ -7,7 +7,7 @@ also checks that padding, per-row positions and masks change nothing.
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch  # the parity reference: a missing torch must fail, not skip
 
 import qwen3_jax  # noqa: E402
 from qwen3_jax.generate import GREEDY, Engine  # noqa: E402

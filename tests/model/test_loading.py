@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch  # the parity reference: a missing torch must fail, not skip
 from safetensors.torch import load_file, save_file  # noqa: E402
 
 import qwen3_jax  # noqa: E402
