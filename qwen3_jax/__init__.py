@@ -8,7 +8,8 @@
 
 Axis letters used in shapes and einsum strings throughout the code:
 B batch, T query length, S key length, D model dim, N query heads, K KV heads, G = N / K,
-H head dim, F MLP dim, E experts, C tokens per expert, V vocab, L layers.
+H head dim, F MLP dim, E experts, C tokens per expert, V vocab, L layers; in the MoE code
+M tokens flattened over batch and length and R the experts each token is routed to (top-k).
 """
 
 from qwen3_jax.api import Model, load

@@ -18,6 +18,8 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
+from qwen3_jax.ops.moe import router_top_k
+
 
 def load_balancing_loss(router_logits: jax.Array, top_k: int, attention_mask: jax.Array | None = None) -> jax.Array:
     """Args:
@@ -29,17 +31,16 @@ def load_balancing_loss(router_logits: jax.Array, top_k: int, attention_mask: ja
       The scalar loss (float32); multiply by `router_aux_loss_coef` to add it to the LM loss.
     """
     E = router_logits.shape[-1]
-    logits = router_logits.reshape(router_logits.shape[0], -1, E).astype(jnp.float32)  # [L, N, E]
-    probs = jax.nn.softmax(logits, axis=-1)
-    _, ids = jax.lax.top_k(probs, top_k)  # [L, N, k]
-    counts = jax.nn.one_hot(ids, E, dtype=jnp.float32).sum(axis=2)  # [L, N, E]
+    logits = router_logits.reshape(router_logits.shape[0], -1, E)  # [L, M, E]
+    probs, _, ids = router_top_k(logits, top_k)  # [L, M, E], ids [L, M, R]
+    counts = jax.nn.one_hot(ids, E, dtype=jnp.float32).sum(axis=2)  # [L, M, E]
     if attention_mask is None:
         w = jnp.ones(logits.shape[:2], jnp.float32)
     else:
         w = jnp.broadcast_to(attention_mask.reshape(1, -1).astype(jnp.float32), logits.shape[:2])
     rows = jnp.sum(w)
-    tokens_per_expert = jnp.einsum("LN,LNE->E", w, counts) / rows
-    prob_per_expert = jnp.einsum("LN,LNE->E", w, probs) / rows
+    tokens_per_expert = jnp.einsum("LM,LME->E", w, counts) / rows
+    prob_per_expert = jnp.einsum("LM,LME->E", w, probs) / rows
     return E * jnp.sum(tokens_per_expert * prob_per_expert)
 
 
@@ -89,13 +90,12 @@ def router_stats(router_logits: jax.Array, top_k: int, attention_mask: jax.Array
       attention_mask: optional [B, T] (or [N]) with 1 for real tokens.
     """
     E = router_logits.shape[-1]
-    logits = router_logits.reshape(router_logits.shape[0], -1, E).astype(jnp.float32)  # [L, N, E]
-    probs = jax.nn.softmax(logits, axis=-1)
-    _, ids = jax.lax.top_k(probs, top_k)
+    logits = router_logits.reshape(router_logits.shape[0], -1, E)  # [L, M, E]
+    probs, _, ids = router_top_k(logits, top_k)
     w = (jnp.ones(logits.shape[1], jnp.float32) if attention_mask is None
          else attention_mask.reshape(-1).astype(jnp.float32))
-    counts = jnp.einsum("N,LNKE->LE", w, jax.nn.one_hot(ids, E, dtype=jnp.float32))
-    return RouterStats(counts=jax.lax.stop_gradient(counts), prob_sum=jnp.einsum("N,LNE->LE", w, probs),
+    counts = jnp.einsum("M,LMRE->LE", w, jax.nn.one_hot(ids, E, dtype=jnp.float32))
+    return RouterStats(counts=jax.lax.stop_gradient(counts), prob_sum=jnp.einsum("M,LME->LE", w, probs),
                        tokens=jnp.sum(w))
 
 

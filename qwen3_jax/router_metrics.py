@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 
 from qwen3_jax.losses import RouterStats, router_stats
+from qwen3_jax.ops.moe import router_top_k
 
 
 def expert_load(stats: RouterStats) -> dict[str, jax.Array]:
@@ -76,13 +77,13 @@ def router_statistics(router_logits: jax.Array, top_k: int, attention_mask: jax.
     st = router_stats(router_logits, top_k, attention_mask)
     out = expert_load(st)
     E = router_logits.shape[-1]
-    logp = jax.nn.log_softmax(router_logits.reshape(router_logits.shape[0], -1, E).astype(jnp.float32), axis=-1)
-    p = jnp.exp(logp)
+    p, top, _ = router_top_k(router_logits.reshape(router_logits.shape[0], -1, E), top_k)  # [L, M, E], [L, M, R]
+    logp = jnp.log(jnp.maximum(p, jnp.finfo(jnp.float32).tiny))
     w = (jnp.ones(p.shape[1], jnp.float32) if attention_mask is None
          else attention_mask.reshape(-1).astype(jnp.float32))
-    mean = lambda v: jnp.einsum("N,LN->L", w, v) / jnp.maximum(jnp.sum(w), 1.0)
+    mean = lambda v: jnp.einsum("M,LM->L", w, v) / jnp.maximum(jnp.sum(w), 1.0)
     out["router_entropy"] = mean(-jnp.sum(p * logp, axis=-1)) / jnp.log(E)
-    out["top_k_prob"] = mean(jnp.sum(jax.lax.top_k(p, top_k)[0], axis=-1))
+    out["top_k_prob"] = mean(jnp.sum(top, axis=-1))
     drops = collect_drops(intermediates) if intermediates is not None else None
     if drops is not None:
         dropped, routed = (d.astype(jnp.float32) for d in drops)

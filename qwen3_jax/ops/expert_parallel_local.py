@@ -115,4 +115,4 @@ def combine(sorted_out, plan, weights):
     """Un-permutes the per-copy outputs [n·k, D] (sorted order) and sums them with the routing weights."""
     n, k = weights.shape
     copies = jnp.zeros(sorted_out.shape, sorted_out.dtype).at[plan["order"]].set(sorted_out)
-    return jnp.einsum("NKD,NK->ND", copies.reshape(n, k, -1), weights)
+    return jnp.einsum("MRD,MR->MD", copies.reshape(n, k, -1), weights)

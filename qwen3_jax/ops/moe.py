@@ -22,6 +22,22 @@ from qwen3_jax.sharding.platform import target_platform
 IMPLS = ("auto", "tiled", "ragged", "dense")
 
 
+def router_top_k(router_logits: jax.Array, top_k: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The router's softmax over all experts (float32) and its top k: the one place this is written.
+
+    Routing (`route`), the balance losses and the router statistics all start from it.
+
+    Args:
+      router_logits: [..., E] (any float dtype).
+    Returns:
+      probs [..., E] float32, top-k probabilities [..., R] float32, their expert ids [..., R] int32
+      (R = top_k, highest first).
+    """
+    probs = jax.nn.softmax(router_logits.astype(jnp.float32), axis=-1)
+    top, ids = jax.lax.top_k(probs, top_k)
+    return probs, top, ids.astype(jnp.int32)
+
+
 def route(router_logits: jax.Array, top_k: int, norm_topk_prob: bool, dtype) -> tuple[jax.Array, jax.Array]:
     """Top-k routing as in the reference.
 
@@ -33,8 +49,7 @@ def route(router_logits: jax.Array, top_k: int, norm_topk_prob: bool, dtype) -> 
     Returns:
       weights [N, k] in `dtype`, expert ids [N, k] int32.
     """
-    probs = jax.nn.softmax(router_logits.astype(jnp.float32), axis=-1)
-    weights, ids = jax.lax.top_k(probs, top_k)
+    _, weights, ids = router_top_k(router_logits, top_k)
     if norm_topk_prob:
         weights = weights / jnp.sum(weights, axis=-1, keepdims=True)
     return weights.astype(dtype), ids.astype(jnp.int32)
@@ -193,7 +208,7 @@ def sparse_moe(x: jax.Array, weights: jax.Array, ids: jax.Array, wg: jax.Array, 
     if impl == "dense":
         combine = jnp.zeros((N, E), x.dtype).at[jnp.arange(N)[:, None], ids].add(weights)  # [N, E]
         outs = jax.vmap(lambda g, u, d: _swiglu(x, g, u, d))(wg, wu, wd)  # [E, N, D]
-        return jnp.einsum("NE,END->ND", combine, outs.astype(x.dtype))
+        return jnp.einsum("ME,EMD->MD", combine, outs.astype(x.dtype))
     order, sorted_e, sizes = _sort_copies(ids, E)
     xs = x[order // k]  # [M, D] token rows in expert order
     if impl == "tiled":
@@ -201,4 +216,4 @@ def sparse_moe(x: jax.Array, weights: jax.Array, ids: jax.Array, wg: jax.Array, 
     else:
         ys = grouped_ffn_ragged(xs, sizes, wg, wu, wd)
     copies = jnp.zeros((N * k, ys.shape[-1]), x.dtype).at[order].set(ys.astype(x.dtype))
-    return jnp.einsum("NKD,NK->ND", copies.reshape(N, k, -1), weights)
+    return jnp.einsum("MRD,MR->MD", copies.reshape(N, k, -1), weights)
