@@ -25,7 +25,8 @@ with T + S, not T·S.
 Platforms: on TPU the kernels compile with Mosaic; elsewhere (`interpret=None` off TPU) they run
 in Pallas' interpret mode, the same kernel code executed as XLA operations: correct but slow, used
 by the tests on CPU. On GPU, `attention_impl="flash"` in the model uses `jax.nn.dot_product_attention`
-(cuDNN's fused attention) instead of these kernels, see `gpu_attention`.
+(cuDNN's fused attention where it applies) instead of these kernels, see `model.attention_impl`;
+called directly on GPU, this function runs the kernels in interpret mode (correct, slow).
 """
 
 from __future__ import annotations
