@@ -14,12 +14,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from qwen3_jax.checkpoint.hf_mapping import Target, hf_tensors, param_shapes, to_ours
+from qwen3_jax.checkpoint.hf_mapping import Target, hf_tensors, is_ignored, param_shapes, to_ours
 from qwen3_jax.checkpoint.safetensors_io import CheckpointError, CheckpointReader, all_finite, is_float
 from qwen3_jax.config import Qwen3Config
 
-# Tensors a HF checkpoint may hold that carry no parameter of ours.
-_IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
 def check_files(reader: CheckpointReader, where: str) -> None:
@@ -47,12 +45,7 @@ def check_checkpoint(reader: CheckpointReader, cfg: Qwen3Config, where: str = "c
     names = set(reader.names())
     problems = []
     missing = [n for n in expected if n not in names]
-    unexpected = sorted(
-        n for n in names
-        if n not in expected
-        and not n.endswith(_IGNORED_SUFFIXES)
-        and not (n == "lm_head.weight" and cfg.tie_word_embeddings)  # tied: a stored copy is ignored
-    )
+    unexpected = sorted(n for n in names if n not in expected and not is_ignored(n, cfg))
     for n in expected:
         if n in names:
             got = tuple(reader.shape(n))

@@ -28,6 +28,7 @@ class Rule:
       hf: name template, e.g. "model.layers.{layer}.self_attn.q_proj.weight".
       path: our param path inside the scope, e.g. ("self_attn", "q_proj", "kernel").
       scope: "global", "head", "layer", "dense", "moe" or "expert".
+      shape: the HF tensor's shape as symbols of the config sizes (see `SIZES`), e.g. ("NH", "D").
       transform: "identity"; "linear" (torch [out, in] -> [in, out]); "heads_in:<cfg field>"
         ([heads*H, D] -> [D, heads, H]); "heads_out" ([D, N*H] -> [N, H, D]).
     """
@@ -35,30 +36,51 @@ class Rule:
     hf: str
     path: tuple[str, ...]
     scope: str
+    shape: tuple[str, ...]
     transform: str = "identity"
+
+
+# Size symbols of `Rule.shape`: V vocab, D hidden, H head dim, NH = N*H, KH = K*H, E experts,
+# F dense MLP width, Fe expert MLP width.
+SIZES = {
+    "V": lambda c: c.vocab_size, "D": lambda c: c.hidden_size, "H": lambda c: c.head_dim,
+    "NH": lambda c: c.num_attention_heads * c.head_dim, "KH": lambda c: c.num_key_value_heads * c.head_dim,
+    "E": lambda c: c.num_experts, "F": lambda c: c.intermediate_size, "Fe": lambda c: c.moe_intermediate_size,
+}
+
+# Tensors a HF checkpoint may hold that carry no parameter of ours: RoPE frequencies that older
+# transformers versions saved (recomputed here from the config).
+IGNORED_SUFFIXES = ("rotary_emb.inv_freq",)
 
 
 _ATTN = "model.layers.{layer}.self_attn."
 _MLP = "model.layers.{layer}.mlp."
 TABLE: tuple[Rule, ...] = (
-    Rule("model.embed_tokens.weight", ("embed_tokens", "embedding"), "global"),
-    Rule("model.norm.weight", ("norm", "scale"), "global"),
-    Rule("lm_head.weight", ("lm_head", "kernel"), "head", "linear"),
-    Rule("model.layers.{layer}.input_layernorm.weight", ("input_layernorm", "scale"), "layer"),
-    Rule("model.layers.{layer}.post_attention_layernorm.weight", ("post_attention_layernorm", "scale"), "layer"),
-    Rule(_ATTN + "q_proj.weight", ("self_attn", "q_proj", "kernel"), "layer", "heads_in:num_attention_heads"),
-    Rule(_ATTN + "k_proj.weight", ("self_attn", "k_proj", "kernel"), "layer", "heads_in:num_key_value_heads"),
-    Rule(_ATTN + "v_proj.weight", ("self_attn", "v_proj", "kernel"), "layer", "heads_in:num_key_value_heads"),
-    Rule(_ATTN + "o_proj.weight", ("self_attn", "o_proj", "kernel"), "layer", "heads_out"),
-    Rule(_ATTN + "q_norm.weight", ("self_attn", "q_norm", "scale"), "layer"),
-    Rule(_ATTN + "k_norm.weight", ("self_attn", "k_norm", "scale"), "layer"),
-    Rule(_MLP + "gate_proj.weight", ("mlp", "gate_proj", "kernel"), "dense", "linear"),
-    Rule(_MLP + "up_proj.weight", ("mlp", "up_proj", "kernel"), "dense", "linear"),
-    Rule(_MLP + "down_proj.weight", ("mlp", "down_proj", "kernel"), "dense", "linear"),
-    Rule(_MLP + "gate.weight", ("mlp", "gate", "kernel"), "moe", "linear"),
-    Rule(_MLP + "experts.{expert}.gate_proj.weight", ("mlp", "experts", "gate_proj"), "expert", "linear"),
-    Rule(_MLP + "experts.{expert}.up_proj.weight", ("mlp", "experts", "up_proj"), "expert", "linear"),
-    Rule(_MLP + "experts.{expert}.down_proj.weight", ("mlp", "experts", "down_proj"), "expert", "linear"),
+    Rule("model.embed_tokens.weight", ("embed_tokens", "embedding"), "global", ("V", "D")),
+    Rule("model.norm.weight", ("norm", "scale"), "global", ("D",)),
+    Rule("lm_head.weight", ("lm_head", "kernel"), "head", ("V", "D"), "linear"),
+    Rule("model.layers.{layer}.input_layernorm.weight", ("input_layernorm", "scale"), "layer", ("D",)),
+    Rule("model.layers.{layer}.post_attention_layernorm.weight", ("post_attention_layernorm", "scale"), "layer",
+         ("D",)),
+    Rule(_ATTN + "q_proj.weight", ("self_attn", "q_proj", "kernel"), "layer", ("NH", "D"),
+         "heads_in:num_attention_heads"),
+    Rule(_ATTN + "k_proj.weight", ("self_attn", "k_proj", "kernel"), "layer", ("KH", "D"),
+         "heads_in:num_key_value_heads"),
+    Rule(_ATTN + "v_proj.weight", ("self_attn", "v_proj", "kernel"), "layer", ("KH", "D"),
+         "heads_in:num_key_value_heads"),
+    Rule(_ATTN + "o_proj.weight", ("self_attn", "o_proj", "kernel"), "layer", ("D", "NH"), "heads_out"),
+    Rule(_ATTN + "q_norm.weight", ("self_attn", "q_norm", "scale"), "layer", ("H",)),
+    Rule(_ATTN + "k_norm.weight", ("self_attn", "k_norm", "scale"), "layer", ("H",)),
+    Rule(_MLP + "gate_proj.weight", ("mlp", "gate_proj", "kernel"), "dense", ("F", "D"), "linear"),
+    Rule(_MLP + "up_proj.weight", ("mlp", "up_proj", "kernel"), "dense", ("F", "D"), "linear"),
+    Rule(_MLP + "down_proj.weight", ("mlp", "down_proj", "kernel"), "dense", ("D", "F"), "linear"),
+    Rule(_MLP + "gate.weight", ("mlp", "gate", "kernel"), "moe", ("E", "D"), "linear"),
+    Rule(_MLP + "experts.{expert}.gate_proj.weight", ("mlp", "experts", "gate_proj"), "expert", ("Fe", "D"),
+         "linear"),
+    Rule(_MLP + "experts.{expert}.up_proj.weight", ("mlp", "experts", "up_proj"), "expert", ("Fe", "D"),
+         "linear"),
+    Rule(_MLP + "experts.{expert}.down_proj.weight", ("mlp", "experts", "down_proj"), "expert", ("D", "Fe"),
+         "linear"),
 )
 
 
@@ -97,19 +119,17 @@ def _our_shape(rule: Rule, hf_shape: tuple[int, ...], cfg: Qwen3Config) -> tuple
 
 
 def _hf_shape(rule: Rule, cfg: Qwen3Config) -> tuple[int, ...]:
-    D, H, N, K = cfg.hidden_size, cfg.head_dim, cfg.num_attention_heads, cfg.num_key_value_heads
-    name = rule.path[-2] if rule.path[-1] in ("kernel", "scale", "embedding") else rule.path[-1]
-    F, Fm, E, V = cfg.intermediate_size, cfg.moe_intermediate_size, cfg.num_experts, cfg.vocab_size
-    shapes = {
-        "embed_tokens": (V, D), "lm_head": (V, D), "norm": (D,), "input_layernorm": (D,),
-        "post_attention_layernorm": (D,), "q_proj": (N * H, D), "k_proj": (K * H, D), "v_proj": (K * H, D),
-        "o_proj": (D, N * H), "q_norm": (H,), "k_norm": (H,), "gate": (E, D),
-    }
-    if rule.scope == "dense":
-        return {"gate_proj": (F, D), "up_proj": (F, D), "down_proj": (D, F)}[name]
-    if rule.scope == "expert":
-        return {"gate_proj": (Fm, D), "up_proj": (Fm, D), "down_proj": (D, Fm)}[name]
-    return shapes[name]
+    return tuple(SIZES[sym](cfg) for sym in rule.shape)
+
+
+def is_ignored(name: str, cfg: Qwen3Config) -> bool:
+    """Whether a checkpoint tensor that is not in `hf_tensors(cfg)` may be skipped.
+
+    True for `IGNORED_SUFFIXES`, and for a stored LM head of a tied model (the head is the
+    embedding; transformers ignores such a copy too).
+    """
+    head = next(r.hf for r in TABLE if r.scope == "head")
+    return name.endswith(IGNORED_SUFFIXES) or (name == head and cfg.tie_word_embeddings)
 
 
 def hf_tensors(cfg: Qwen3Config) -> Iterator[Target]:

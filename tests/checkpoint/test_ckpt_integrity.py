@@ -162,3 +162,17 @@ def test_a_damaged_orbax_directory_is_named(good, tmp_path, damage):
     before = tree_digest(tmp_path)
     err = fails_cleanly(run_cli("export", str(ck), str(tmp_path / "out"), "--quiet"), "export")
     assert str(ck) in err and tree_digest(tmp_path) == before
+
+
+def test_the_name_table_alone_knows_checkpoint_names():
+    from qwen3_jax.checkpoint import hf_load, hf_mapping
+    from qwen3_jax.config import Qwen3Config
+    from qwen3_jax.testing import SMALL_DENSE
+
+    tied, untied = Qwen3Config(**SMALL_DENSE, tie_word_embeddings=True), Qwen3Config(**SMALL_DENSE)
+    assert hf_mapping.is_ignored("model.layers.0.self_attn.rotary_emb.inv_freq", untied)
+    assert hf_mapping.is_ignored("lm_head.weight", tied) and not hf_mapping.is_ignored("lm_head.weight", untied)
+    assert not hf_mapping.is_ignored("model.layers.0.mlp.extra.weight", tied)
+    import inspect
+
+    assert "inv_freq" not in inspect.getsource(hf_load) and "lm_head" not in inspect.getsource(hf_load)
