@@ -166,6 +166,14 @@ def _checkpoint_dtype(path: str) -> Any:
     return _DTYPES.get(name, jnp.float32)
 
 
+DEMO = "demo"
+
+
+def demo_dir() -> str:
+    """The directory of the shipped demo model (`qwen3_jax.load("demo")`)."""
+    return os.path.join(os.path.dirname(os.path.abspath(__file__)), "demo_model")
+
+
 def load(path: str | os.PathLike, dtype: Any = "auto", *, mesh: Mesh | None = None, seed: int = 0,
          moe_impl: str = "auto", remat: str = "none", moe_capacity_factor: float | None = None,
          attention_impl: str = "xla", ring_layout: str = "contiguous", verify: bool = True) -> Model:
@@ -176,7 +184,8 @@ def load(path: str | os.PathLike, dtype: Any = "auto", *, mesh: Mesh | None = No
 
     Args:
       path: a Hugging Face checkpoint directory (config.json + model.safetensors or a sharded
-        index), an Orbax directory written by `qwen3-jax convert`, or a preset name ("Qwen3-0.6B",
+        index), "demo" (the small arithmetic hybrid-thinking model in `qwen3_jax/demo_model/`, once
+        installed), an Orbax directory written by `qwen3-jax convert`, or a preset name ("Qwen3-0.6B",
         "qwen3-30b-a3b", "tiny-moe", ...), which gives random weights for demos and benchmarks.
       dtype: compute and param dtype; "auto" uses the checkpoint's dtype (float32 for presets).
       mesh: optional mesh (see `make_mesh`); params are placed by the logical rules.
@@ -194,6 +203,11 @@ def load(path: str | os.PathLike, dtype: Any = "auto", *, mesh: Mesh | None = No
     """
     path = os.fspath(path)
     resolve_attention(attention_impl, mesh)  # a bad name fails before any weights are read
+    if path == DEMO:  # the small hybrid-thinking model installed in the package (experiments/hybrid_thinking)
+        path = demo_dir()
+        if not os.path.exists(os.path.join(path, "config.json")):
+            raise FileNotFoundError(f"no demo model is installed in {path}; build it with "
+                                    "experiments/hybrid_thinking/run.py --ship")
     opts = dict(mesh=mesh, moe_impl=moe_impl, remat=remat, moe_capacity_factor=moe_capacity_factor,
                 attention_impl=attention_impl, ring_layout=ring_layout)
     from qwen3_jax.checkpoint import orbax_io

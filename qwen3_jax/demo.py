@@ -1,44 +1,94 @@
-"""`make demo` / `python -m qwen3_jax.demo`: the chat CLI on an embedded default model.
+"""`make demo` / `python -m qwen3_jax.demo`: the shipped hybrid-thinking model answering arithmetic.
 
-It asks one scripted question in thinking mode, switches with `/no_think`, and asks it again; then,
-when stdin is a terminal, the chat goes on interactively (`/exit` quits). When stdin is not a
-terminal it stops after the scripted turns.
-
-The default model is the "tiny-dense" preset: a two-layer Qwen3 with random weights and the real
-151,936-row vocabulary, paired with the real Qwen3 tokenizer. No trained demo model ships yet, so
-its replies are gibberish; the demo shows the machinery (chat template, modes and their sampling
-presets, streaming, token accounting), not answers. `--model` runs it on a real checkpoint.
+The default model, "demo", is a small Qwen3 trained from nothing by the project's own recipe
+(tokenizer, pretraining, cold-start SFT, GRPO, thinking-mode fusion SFT, general RL; see
+experiments/hybrid_thinking/) on integer arithmetic: addition and subtraction below 10,000 and
+multiplication below 100, thinking in a written-out column method. The demo asks a few questions
+in thinking mode, with `/no_think`, and with a thinking budget; then, when stdin is a terminal,
+the chat is yours (`/think`, `/no_think`, `/reset`, `/exit`). `--model` runs it on another
+checkpoint or preset (e.g. "tiny-dense", random weights). Until the trained model is installed
+in `qwen3_jax/demo_model/` (`experiments/hybrid_thinking/run.py --ship`), the demo runs the chat
+machinery on "tiny-dense" with random weights instead, and says so.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import random
 import sys
 
-DEFAULT_MODEL = "tiny-dense"
+DEFAULT_MODEL = "demo"
+BUDGET = 16
 QUESTION = "What is the capital of France? Answer in one sentence."
 
 
-def main(argv=None) -> int:
-    """Runs the demo; returns the exit status."""
-    p = argparse.ArgumentParser(prog="python -m qwen3_jax.demo", description="chat demo on an embedded model")
-    p.add_argument("--model", default=DEFAULT_MODEL, help="checkpoint directory or preset (default: tiny-dense)")
-    p.add_argument("--max-new-tokens", type=int, default=32)
-    a = p.parse_args(argv)
-    if a.model == DEFAULT_MODEL:
-        print("qwen3_jax demo: model 'tiny-dense' = a 2-layer Qwen3 with RANDOM weights (no trained demo model\n"
-              "ships yet) and the real Qwen3 tokenizer. Its replies are gibberish by design: the demo shows\n"
-              "the pipeline (chat template, thinking / non-thinking modes and Qwen's sampling presets,\n"
-              "streaming, token counts). Run it on a real checkpoint with --model DIR.\n", flush=True)
+def _questions(seed: int) -> list[str]:
+    from qwen3_jax.post.arithmetic import problems
+
+    return [p.question for op in ("+", "-", "*") for p in problems(1, seed=seed, op=op, wording=0)]
+
+
+def _scripted(model, seed: int, max_new_tokens: int) -> None:
+    q_add, q_sub, q_mul = _questions(seed)
+    turns = [(q_add, {}, "thinking mode"), (q_mul, {}, "thinking mode"),
+             (q_sub + " /no_think", {}, "/no_think: answers at once, empty think block"),
+             (q_mul, {"thinking_budget": BUDGET}, f"thinking budget of {BUDGET} tokens")]
+    for question, kw, label in turns:
+        print(f"\n--- {label}\n>>> {question}", flush=True)
+        r = model.chat([{"role": "user", "content": question}], max_new_tokens=max_new_tokens,
+                       seed=random.Random(seed).randrange(1 << 30), **kw)
+        if r.reasoning:
+            print("[thinking]\n" + r.reasoning.strip())
+        print(f"[answer] {r.content.strip()}   ({r.usage.reasoning_tokens} thinking tokens)", flush=True)
+
+
+def _random_weights_demo(a) -> int:
+    """No trained demo model installed (qwen3_jax/demo_model): the machinery on random weights."""
+    print("qwen3_jax demo: model 'tiny-dense' = a 2-layer Qwen3 with RANDOM weights (no trained demo model\n"
+          "is installed: build it with experiments/hybrid_thinking/run.py --ship) and the real Qwen3\n"
+          "tokenizer. Its replies are gibberish by design: the demo shows the pipeline (chat template,\n"
+          "thinking / non-thinking modes and Qwen's sampling presets, streaming, token counts).\n", flush=True)
     from qwen3_jax.cli.main import main as cli
 
-    args = ["chat", "--model", a.model, "--max-new-tokens", str(a.max_new_tokens), "--thinking-budget", "16",
-            "--say", QUESTION, "--say", "/no_think", "--say", QUESTION]
+    args = ["chat", "--model", "tiny-dense", "--max-new-tokens", str(min(a.max_new_tokens, 32)),
+            "--thinking-budget", "16", "--say", QUESTION, "--say", "/no_think", "--say", QUESTION]
     if not sys.stdin.isatty():
         args.append("--no-input")
     else:
         print("(after the scripted turns the chat is yours: /think, /no_think, /reset, /exit)\n", flush=True)
     return cli(args)
+
+
+def main(argv=None) -> int:
+    """Runs the demo; returns the exit status."""
+    p = argparse.ArgumentParser(prog="python -m qwen3_jax.demo", description="chat demo on the shipped model")
+    from qwen3_jax.api import demo_dir
+
+    shipped = os.path.exists(os.path.join(demo_dir(), "config.json"))
+    default = DEFAULT_MODEL if shipped else "tiny-dense"
+    p.add_argument("--model", default=default, help=f"checkpoint directory or preset (default: {default})")
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--seed", type=int, default=None, help="seed of the questions (default: random)")
+    a = p.parse_args(argv)
+    seed = random.randrange(1 << 20) if a.seed is None else a.seed
+    if a.model == "tiny-dense" and not shipped:
+        return _random_weights_demo(a)
+    from qwen3_jax.generate.session import load_chat_model
+
+    if a.model == DEFAULT_MODEL:
+        print("qwen3_jax demo: a small Qwen3 (a few hundred thousand parameters) trained on this project's own\n"
+              "recipe to do integer arithmetic, thinking step by step when asked and answering directly\n"
+              "with /no_think. Ask it things like 'What is 4821 + 379?' or 'What is 37 * 86? /no_think'.",
+              flush=True)
+    model = load_chat_model(a.model)
+    _scripted(model, seed, a.max_new_tokens)
+    if not sys.stdin.isatty():
+        return 0
+    print("\n(the chat is yours: /think, /no_think, /reset, /exit)\n", flush=True)
+    from qwen3_jax.cli.main import main as cli
+
+    return cli(["chat", "--model", a.model, "--max-new-tokens", str(a.max_new_tokens)])
 
 
 if __name__ == "__main__":

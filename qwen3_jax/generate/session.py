@@ -7,6 +7,7 @@ when there is one, else the Qwen3 tokenizer built from Qwen's ranks (`Tokenizer.
 
 from __future__ import annotations
 
+import os
 
 from qwen3_jax.generate.sampling import Sampling
 
@@ -49,7 +50,13 @@ def check_overrides(overrides: dict) -> None:
 
 def add_common_arguments(p) -> None:
     """Arguments shared by `qwen3-jax chat` and `qwen3-jax generate`."""
-    p.add_argument("--model", required=True, help="checkpoint directory or preset name (e.g. tiny-dense)")
+    from qwen3_jax.api import demo_dir
+
+    if os.path.exists(os.path.join(demo_dir(), "config.json")):
+        p.add_argument("--model", default="demo",
+                       help="checkpoint directory or preset name (default: demo, the shipped arithmetic model)")
+    else:  # no trained demo model installed (experiments/hybrid_thinking/run.py --ship)
+        p.add_argument("--model", required=True, help="checkpoint directory or preset name (e.g. tiny-dense)")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
     p.add_argument("--mesh", default=None, help='device mesh, e.g. "data=2,tensor=4" (default: one device)')
     p.add_argument("--no-think", action="store_true", help="non-thinking mode (renders the empty think block)")
