@@ -36,14 +36,15 @@ def _reference(hf, prompts):
 def checkpoint(request, tmp_path_factory):
     path = tmp_path_factory.mktemp(f"gen_{request.param}")
     hf = write_hf_checkpoint(path, request.param, seed=3)
-    return request.param, path, hf
+    return request.param, path, hf, _reference(hf, _prompts(1))
 
 
-def test_greedy_batch_matches_transformers(checkpoint):
-    kind, path, hf = checkpoint
+# "split" is the CPU decode layout, "stacked" the one accelerators run: both against transformers.
+@pytest.mark.parametrize("layout", ["split", "stacked"])
+def test_greedy_batch_matches_transformers(checkpoint, layout):
+    kind, path, hf, expected = checkpoint
     prompts = _prompts(1)
-    expected = _reference(hf, prompts)
-    engine = Engine(qwen3_jax.load(path))
+    engine = Engine(qwen3_jax.load(path), layout=layout)
     result = engine.generate(prompts, max_new_tokens=NEW, sampling=GREEDY, stop_tokens=[])
     assert [len(t) for t in result.tokens] == [NEW] * len(prompts)
     assert result.tokens == expected, kind
