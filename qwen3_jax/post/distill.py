@@ -78,7 +78,7 @@ class DistillSection:
 def load_teacher(path: str, mesh=None, dtype="float32"):
     """The teacher `Model` from a Hugging Face, Orbax or training-run directory."""
     from qwen3_jax.api import Model, load
-    from qwen3_jax.model.params import shard_params
+    from qwen3_jax.sharding.placement import shard_params
     from qwen3_jax.train import checkpoint as ck
 
     if ck.is_run_dir(path):
