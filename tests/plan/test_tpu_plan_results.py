@@ -1,0 +1,62 @@
+"""The TPU plan table (experiments/tpu_plan.py writes experiments/results/tpu_plan.json from the
+compiled programs).
+
+The issue asks that Qwen3-30B-A3B train at sequence 4,096 on v5p-32 (16 chips) or smaller and
+Qwen3-235B-A22B on v5p-256 (128 chips) or smaller, with a global batch of at least 1M tokens,
+within the chip's HBM with room to spare. The compiled programs do not show that yet (see the
+xfail reasons); the marks are strict, so the tests fail as soon as the table shows the fit and the
+marks must then go.
+"""
+
+import json
+import os
+
+import pytest
+
+PATH = os.path.join(os.path.dirname(__file__), "..", "..", "experiments", "results", "tpu_plan.json")
+HEADROOM = 0.05  # at least 5% of the chip's HBM left free
+PARTS = ("params", "optimizer_state", "kv_cache", "activations_temporaries", "other")
+
+
+@pytest.fixture(scope="module")
+def results():
+    with open(PATH, encoding="utf-8") as f:
+        return json.load(f)["results"]
+
+
+def _fits_as_asked(r, max_chips):
+    b = r["bytes_per_chip"]
+    return (r["fits"] and r["topology"].startswith("v5p") and r["chips"] <= max_chips and r["seq"] == 4096
+            and r["batch"] * r["seq"] >= 1_000_000 and b["total"] <= (1 - HEADROOM) * r["hbm_bytes_per_chip"])
+
+
+@pytest.mark.xfail(strict=True, reason="compiled on v5p-32: 93.7 GiB per chip (expert=16, fewest micro-batches) and "
+                   "101.9 GiB (16 micro-batches) against 88.5 GiB; temporaries dominate (the dropless ragged "
+                   "expert-parallel receive buffers)")
+def test_qwen3_30b_a3b_trains_on_v5p_32_or_smaller(results):
+    assert _fits_as_asked(results["Qwen3-30B-A3B/train"], 16)
+
+
+@pytest.mark.xfail(strict=True, reason="compiled on v5p-128: 118.3 GiB per chip against 88.5 GiB; the v5p-256 "
+                   "compile has not finished in this environment")
+def test_qwen3_235b_a22b_trains_on_v5p_256_or_smaller(results):
+    assert _fits_as_asked(results["Qwen3-235B-A22B/train"], 128)
+
+
+def test_compiled_results_are_consistent(results):
+    assert {"Qwen3-30B-A3B/train", "Qwen3-235B-A22B/train"} <= set(results)
+    compiled = [r for r in results.values() if r.get("bytes_per_chip")]
+    assert compiled
+    for r in compiled:
+        b = r["bytes_per_chip"]
+        assert b["total"] == sum(b[k] for k in PARTS)
+        assert r["fits"] == (b["total"] <= r["hbm_bytes_per_chip"])
+        assert r["batch"] * r["seq"] >= 1_000_000 and r["seq"] == 4096
+        chips = 1
+        for v in r["mesh"].values():
+            chips *= v
+        assert chips == r["chips"]
+        # float32 master weights + two AdamW moments: the optimizer state is twice the params' shards
+        assert abs(b["optimizer_state"] - 2 * b["params"]) <= 0.01 * b["params"]
+        if r["mesh"].get("expert", 1) > 1:
+            assert r["collectives"]["ragged-all-to-all"]["executed"] > 0
