@@ -22,3 +22,14 @@ def test_quickstart_notebook_executes(tmp_path, monkeypatch):
     outputs = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
     assert "sharded == single device: True" in outputs
     assert "non-thinking" in outputs
+
+
+def test_install_cell_uses_the_users_copy_and_keeps_the_runtime_jax():
+    import json
+    import pathlib
+
+    nb = json.loads((pathlib.Path(__file__).parents[2] / "notebooks" / "quickstart.ipynb").read_text())
+    install = "".join(nb["cells"][1]["source"])
+    assert "github.com" not in install  # no invented repository
+    assert "/content/qwen3_jax" in install and ".whl" in install and "QWEN3_JAX_SOURCE" in install
+    assert "'-c', '/tmp/keep_jax.txt'" in install and "version('jax')" in install
