@@ -248,8 +248,10 @@ class Qwen3Config:
         """Builds a config from a parsed `config.json` (transformers 4.51+ or 5.x names).
 
         Keys left out take transformers' defaults for the same key (`rope_theta` 10000,
-        `norm_topk_prob` false, ...), so a file means here what it means there; the dataclass
-        defaults instead describe the released models, which always spell these keys out.
+        `norm_topk_prob` false, ...), so a file means here what it means there. This matters:
+        `save_pretrained` writes only the keys that differ from transformers' defaults, so a
+        missing `norm_topk_prob` means false. The dataclass defaults instead describe the released
+        models (every released config.json spells these keys out), for building configs in code.
         """
         if not isinstance(d, Mapping):
             raise ConfigError(f"config.json must hold a JSON object, got a {type(d).__name__}")
