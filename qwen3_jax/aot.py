@@ -38,6 +38,9 @@ def tpu_devices(topology: str = DEFAULT_TOPOLOGY) -> list:
     """The abstract devices of a TPU topology such as "v5p:2x2x1" (needs libtpu; compile-only)."""
     from jax.experimental import topologies
 
+    # libtpu takes a machine-wide lock file on load; compile-only processes (tests, other
+    # compilations running at the same time) must not fail on it.
+    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     try:
         return list(topologies.get_topology_desc(topology_name=topology, platform="tpu").devices)
     except Exception as e:  # no libtpu, or an unknown topology name
@@ -119,6 +122,7 @@ def run_isolated(code: str, timeout: float = 900, env: Mapping[str, str] | None 
     """
     full_env = dict(os.environ)
     full_env.setdefault("TPU_SKIP_MDS_QUERY", "1")
+    full_env.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")  # see `tpu_devices`
     full_env.update(env or {})
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
                           env=full_env)
