@@ -28,6 +28,7 @@ import contextlib
 import json
 import logging
 import os
+import sys
 import warnings
 import zlib
 from typing import Any
@@ -53,7 +54,30 @@ def _ocp():
     # Imported lazily: orbax pulls in a lot, and `is_orbax_dir` must stay cheap for `load()`.
     from orbax.checkpoint import v1 as ocp
 
+    _drop_closed_loop_noise()
     return ocp
+
+
+def _drop_closed_loop_noise() -> None:
+    """Keeps Orbax's late callbacks from printing a traceback after a failed read.
+
+    When a read of a damaged checkpoint fails, Orbax closes its (uvloop) event loop while a worker
+    thread still holds a future whose completion posts to that loop; the post raises
+    `RuntimeError: Event loop is closed` in a context nobody can catch, and Python prints it through
+    `sys.unraisablehook` under our one-line error. Only that exact message is dropped; every other
+    unraisable exception reaches the previous hook.
+    """
+    previous = sys.unraisablehook
+    if getattr(previous, "_qwen3_jax", False):
+        return
+
+    def hook(info):
+        if isinstance(info.exc_value, RuntimeError) and str(info.exc_value) == "Event loop is closed":
+            return
+        previous(info)
+
+    hook._qwen3_jax = True
+    sys.unraisablehook = hook
 
 
 def _save_context():

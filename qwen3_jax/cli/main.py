@@ -5,10 +5,12 @@ Modules are imported only when their command runs, so `qwen3-jax --help` stays f
 Errors meant for the user (`UserError`, and the library's ValueError/FileNotFoundError subclasses
 listed below) print one message to stderr and exit 2 instead of a traceback.
 
-Ctrl-C exits with status 130. Run as the `qwen3-jax` program (`argv` None), an interrupted command
-ends with `os._exit` once its own cleanup is done: XLA's worker threads may still be running a
+Ctrl-C exits with status 130. Run as the `qwen3-jax` program (`argv` None), an interrupted or failed
+command ends with `os._exit` once its own cleanup is done: XLA's worker threads may still be running a
 computation whose result nobody will read, and tearing the interpreter down under them crashed
-(SIGSEGV in about a third of interrupted `generate` runs).
+(SIGSEGV in about a third of interrupted `generate` runs); after a failed Orbax read, Orbax's
+background thread may still post to its closed event loop and print a traceback under the one-line
+error.
 """
 
 from __future__ import annotations
@@ -47,10 +49,10 @@ def _available():
 
 def main(argv=None) -> int:
     rc = _main(argv)
-    if rc == 130 and argv is None:
+    if rc in (2, 130) and argv is None:
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(130)
+        os._exit(rc)
     return rc
 
 
