@@ -68,7 +68,7 @@ class Model:
         self.mesh = mesh
         self.dtype = _dtype(dtype)
         self.param_dtype = self.dtype if param_dtype is None else _dtype(param_dtype)
-        impl, platform = resolve_attention(attention_impl, mesh)
+        impl, platform = resolve_attention(attention_impl, mesh, config.dual_chunk_attention_config is not None)
         self.attention_impl = impl
         self.module = Qwen3(config, dtype=self.dtype, param_dtype=self.param_dtype, remat=remat, moe_impl=moe_impl,
                             moe_capacity_factor=moe_capacity_factor, attention_impl=impl, attention_platform=platform,

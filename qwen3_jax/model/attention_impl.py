@@ -9,7 +9,11 @@
 * "ring": ring attention over the mesh's `sequence` axis (`ops.ring_attention`, wired in
   `model.attention`; each ring step uses the flash kernel on TPU) for calls without a cache;
   calls with a cache use "xla".
-* "auto": ring when the mesh has `sequence` > 1, else flash on TPU and GPU, else xla.
+* "auto": ring when the mesh has `sequence` > 1 (unless the model uses Dual Chunk Attention,
+  which ring attention does not implement), else flash on TPU and GPU, else xla.
+
+With `dual_chunk_attention_config` the layers run `model.dual_chunk` whatever the choice (its
+prefill is built on the flash kernel on TPU); an explicit "ring" is refused with an error.
 
 The platform is that of the mesh's devices when there is a mesh (so a program compiled on this
 CPU host for a TPU topology gets the TPU kernels), else `jax.default_backend()`.
@@ -26,6 +30,8 @@ import jax.numpy as jnp
 from qwen3_jax.ops.attention import causal_mask, dot_product_attention
 
 IMPLS = ("xla", "flash", "ring", "auto")
+RING_DCA_ERROR = ("attention_impl='ring' does not support dual_chunk_attention_config (Dual Chunk Attention "
+                  "runs its own chunked attention): use attention_impl='auto', 'flash' or 'xla'")
 _HIDDEN = jnp.iinfo(jnp.int32).min  # segment id of padding keys: matches no query
 
 
@@ -36,8 +42,11 @@ def mesh_platform(mesh=None) -> str:
     return jax.default_backend()
 
 
-def resolve(impl: str, mesh=None) -> tuple[str, str]:
-    """(concrete impl, platform) for `impl` on `mesh` (None: one device of the default backend)."""
+def resolve(impl: str, mesh=None, dual_chunk: bool = False) -> tuple[str, str]:
+    """(concrete impl, platform) for `impl` on `mesh` (None: one device of the default backend).
+
+    `dual_chunk`: the model uses Dual Chunk Attention, so "auto" never picks ring and "ring" is refused.
+    """
     if impl not in IMPLS:
         raise ValueError(f"unknown attention_impl {impl!r}; expected one of {list(IMPLS)}")
     platform = mesh_platform(mesh)
@@ -45,7 +54,9 @@ def resolve(impl: str, mesh=None) -> tuple[str, str]:
         mesh = jax.sharding.get_abstract_mesh()
     seq = dict(getattr(mesh, "shape", {}) or {}).get("sequence", 1)
     if impl == "auto":
-        impl = "ring" if seq > 1 else ("flash" if platform in ("tpu", "gpu") else "xla")
+        impl = "ring" if seq > 1 and not dual_chunk else ("flash" if platform in ("tpu", "gpu") else "xla")
+    if impl == "ring" and dual_chunk:
+        raise ValueError(RING_DCA_ERROR)
     if impl == "ring":
         try:
             from qwen3_jax.ops import ring_attention  # noqa: F401

@@ -105,7 +105,8 @@ class Qwen3(nn.Module):
 
     def attention_choice(self) -> tuple[str, str]:
         """(impl, platform) this module runs, "auto" and an empty platform resolved."""
-        impl, platform = attn_impl.resolve(self.attention_impl)
+        impl, platform = attn_impl.resolve(self.attention_impl,
+                                           dual_chunk=self.config.dual_chunk_attention_config is not None)
         return impl, self.attention_platform or platform
 
     @nn.compact
@@ -130,8 +131,6 @@ class Qwen3(nn.Module):
         if self.remat not in REMAT_POLICIES:
             raise ValueError(f"unknown remat policy {self.remat!r}; expected one of {list(REMAT_POLICIES)}")
         impl, platform = self.attention_choice()
-        if impl == "ring" and c.dual_chunk_attention_config is not None:
-            raise ValueError("attention_impl='ring' does not support dual_chunk_attention_config")
         cos, sin, mask = attention_inputs(c, input_ids.shape, self.dtype, positions, attention_mask, cache is not None,
                                           write_at, segment_ids, impl, self.ring_layout)
         embed = Embed(c.vocab_size, c.hidden_size, self.dtype, self.param_dtype, name="embed_tokens")

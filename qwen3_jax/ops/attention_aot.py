@@ -19,6 +19,7 @@ the causal skip visits), and the FLOPs an exact causal attention needs.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import sys
 
@@ -34,12 +35,18 @@ def ideal_causal_flops(T: int, heads: int = N, head_dim: int = H) -> float:
     return 4.0 * head_dim * heads * T * (T + 1) / 2
 
 
-def compile_case(kind: str, seq: int, block: int = 512) -> dict:
-    """Compiles one case (see the module docstring); returns its report as a dict (no HLO)."""
+def compile_case(kind: str, seq: int, block: int | None = None) -> dict:
+    """Compiles one case (see the module docstring); returns its report as a dict (no HLO).
+
+    `block`: the flash kernels' query and key block (None: their default for `seq`, see
+    `flash_common.default_block`) or the decode kernel's key block (None: its default).
+    """
     from qwen3_jax.aot import compile_on_tpu, tpu_mesh
     from qwen3_jax.ops.decode_attention import decode_attention
     from qwen3_jax.ops.flash_attention import flash_attention
+    from qwen3_jax.ops.flash_common import default_block
 
+    block_arg = block
     mesh = tpu_mesh({"data": CHIPS})
     spec = P("data")
 
@@ -73,15 +80,18 @@ def compile_case(kind: str, seq: int, block: int = 512) -> dict:
         flag = sds((B,), jnp.bool_)
 
         def dec(q, kc, vc, valid, k_new, v_new, flag):
-            return decode_attention(q, kc, vc, valid, block_k=block, extra_kv=(k_new, v_new, flag), interpret=False)
+            kw = {} if block is None else {"block_k": block}
+            return decode_attention(q, kc, vc, valid, extra_kv=(k_new, v_new, flag), interpret=False, **kw)
 
         report = compile_on_tpu(sharded(dec, 7, 1), q, kc, vc, valid, new, new, flag)
     else:
         raise ValueError(f"unknown case {kind!r}; expected forward, backward or decode")
     out = report.to_dict()
     out.pop("hlo")
-    out.update(kind=kind, seq=seq, block=block, chips=CHIPS, batch_per_chip=B // CHIPS, heads=N, kv_heads=K,
-               head_dim=H, ideal_causal_flops_per_chip=ideal_causal_flops(seq) * (B // CHIPS))
+    if block is None:  # the block the kernel used (decode: its own default block_k)
+        block = default_block(seq) if kind != "decode" else inspect.signature(decode_attention).parameters["block_k"].default
+    out.update(kind=kind, seq=seq, block=block, default_block=block_arg is None, chips=CHIPS, batch_per_chip=B // CHIPS,
+               heads=N, kv_heads=K, head_dim=H, ideal_causal_flops_per_chip=ideal_causal_flops(seq) * (B // CHIPS))
     return out
 
 
@@ -89,7 +99,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seq", type=int, nargs="+", default=[4096])
     ap.add_argument("--kinds", nargs="+", default=["forward", "backward", "decode"])
-    ap.add_argument("--block", type=int, default=512)
+    ap.add_argument("--block", type=int, default=None, help="block size (default: the kernels' defaults)")
     a = ap.parse_args(argv)
     results = [compile_case(k, s, a.block) for s in a.seq for k in a.kinds]
     sys.stdout.write(json.dumps(results) + "\n")

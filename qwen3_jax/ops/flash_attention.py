@@ -17,7 +17,8 @@ with T + S, not T·S.
   offsets or full [B, T] / [B, S] arrays (positions in a cache with holes, zig-zag ring chunks).
   Key blocks that no query of a query block can see are skipped (no compute, no copy).
 * Any T and S with any block sizes (multiples of 8; on a real TPU, a block shorter than its
-  sequence must be a multiple of 128): the tails are padded and masked.
+  sequence must be a multiple of 128): the tails are padded and masked. The default block grows
+  with the length (`flash_common.default_block`: 128 to 512, about length / 16).
 * `scale` is the logit scale of this call (default head_dim ** -0.5).
 * Rows that see no key give out 0 and lse `block_attention.NO_KEYS` (-1e30); gradients flow through lse too (its cotangent
   enters the backward as it does for softmax's normaliser), as ring attention's merges need.
@@ -130,7 +131,7 @@ _flash.defvjp(_flash_fwd, _flash_bwd)
 
 
 def flash_attention(q, k, v, *, segment_ids=None, kv_segment_ids=None, q_positions=None, kv_positions=None,
-                    causal: bool = True, scale: float | None = None, block_q: int = 512, block_k: int = 512,
+                    causal: bool = True, scale: float | None = None, block_q: int | None = None, block_k: int | None = None,
                     return_lse: bool = False, interpret=None):
     """Attention without the T×S score matrix (see the module docstring for the semantics).
 
@@ -144,6 +145,9 @@ def flash_attention(q, k, v, *, segment_ids=None, kv_segment_ids=None, q_positio
       causal: mask keys at later positions than the query.
       scale: logit scale (default head_dim ** -0.5).
       block_q, block_k: block sizes (multiples of 8; 128 on a real TPU unless the whole sequence).
+        None (default): `flash_common.default_block` of T and of S, about a sixteenth of the
+        length in [128, 512], so that causal attention computes within ~1.06x of its exact pairs
+        at 4,096 and beyond (blocks of 512 would give 1.125x at 4,096).
       return_lse: also return the log-sum-exp of each row's scaled logits, [B, T, N] float32.
       interpret: run the Pallas kernels in interpret mode (None: whenever the default backend is not TPU;
         pass False to compile for a TPU from another host, `qwen3_jax.aot`).

@@ -69,14 +69,36 @@ class Dims:
         return self.Sp // self.bk
 
 
-def _block(size: int, length: int, name: str) -> int:
+MIN_BLOCK, MAX_BLOCK = 128, 512
+
+
+def default_block(length: int) -> int:
+    """The default block size along a sequence of `length`: about length / 16, a power of two in [128, 512].
+
+    With causal masking a square block schedule visits about (1 + b / T) times the exact causal
+    pairs (the blocks straddling the diagonal are computed whole), so b <= T / 16 keeps the
+    overhead near 6% (4,096 -> 256, 1.06x; 32,768 -> 512, 1.02x), while blocks of at least 128
+    keep the TPU's tiles full and the grid short. Lengths of at most 128 take one block (the
+    whole sequence), which Mosaic accepts whatever the length.
+    """
+    if length <= MIN_BLOCK:
+        return round_up(max(length, 1), 8)
+    b = MIN_BLOCK
+    while b * 2 <= min(MAX_BLOCK, length // 16):
+        b *= 2
+    return b
+
+
+def _block(size: int | None, length: int, name: str) -> int:
+    if size is None:
+        size = default_block(length)
     if not isinstance(size, int) or size <= 0 or size % 8:
         raise ValueError(f"{name} must be a positive multiple of 8, got {size!r}")
     return size if length > size else round_up(length, 8)
 
 
-def make_dims(q_shape, k_shape, v_shape, block_q: int, block_k: int) -> Dims:
-    """Checks the shapes (q [B, T, N, H], k/v [B, S, K, H]) and picks the block sizes."""
+def make_dims(q_shape, k_shape, v_shape, block_q: int | None, block_k: int | None) -> Dims:
+    """Checks the shapes (q [B, T, N, H], k/v [B, S, K, H]) and picks the block sizes (None: `default_block`)."""
     if len(q_shape) != 4 or len(k_shape) != 4:
         raise ValueError(f"q must be [B, T, N, H] and k, v [B, S, K, H]; got q {tuple(q_shape)}, k {tuple(k_shape)}")
     if tuple(k_shape) != tuple(v_shape):

@@ -114,7 +114,7 @@ class TrainStep:
 
 def make_module(cfg: TrainConfig, model_config: Qwen3Config, mesh: Mesh | None = None) -> Qwen3:
     m = cfg.model
-    impl, platform = resolve_attention(m.attention_impl, mesh)
+    impl, platform = resolve_attention(m.attention_impl, mesh, model_config.dual_chunk_attention_config is not None)
     return Qwen3(model_config, dtype=DTYPES[m.dtype], param_dtype=DTYPES[m.param_dtype], remat=m.remat,
                  moe_impl=m.moe_impl, attention_impl=impl, ring_layout=m.ring_layout, attention_platform=platform)
 

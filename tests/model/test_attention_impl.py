@@ -95,5 +95,10 @@ def test_auto_resolution_and_errors():
     assert resolve("auto", _fake_mesh("tpu", data=2, sequence=2))[0] == "ring"
     assert resolve("auto", _fake_mesh("cpu", sequence=4)) == ("ring", "cpu")
     assert resolve("flash", _fake_mesh("cpu", data=8)) == ("flash", "cpu")
+    # Dual Chunk Attention has no ring form: "auto" keeps to one sequence shard, "ring" is refused
+    assert resolve("auto", _fake_mesh("tpu", sequence=2), dual_chunk=True) == ("flash", "tpu")
+    assert resolve("auto", _fake_mesh("cpu", sequence=4), dual_chunk=True) == ("xla", "cpu")
+    with pytest.raises(ValueError, match="attention_impl='ring' does not support dual_chunk_attention_config"):
+        resolve("ring", _fake_mesh("tpu", sequence=2), dual_chunk=True)
     with pytest.raises(ValueError, match="attention_impl"):
         qwen3_jax.load("tiny-dense", attention_impl="fast")

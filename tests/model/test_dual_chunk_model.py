@@ -92,3 +92,40 @@ def test_length_factor_multiplies_queries_and_keys():
     out = scaled.logits(ids)
     np.testing.assert_allclose(out, ref.logits(ids), atol=1e-4)
     assert float(jnp.max(jnp.abs(out - m.logits(ids)))) > 1e-2
+
+
+def test_greedy_decode_with_cache_applies_the_length_factor_per_step(monkeypatch):
+    """With the length scaling on, cached decoding applies vLLM's factor (FACTS: token t carries
+    f_t = sf(max(P, t + 1)) on its query and its key, the key keeping the factor of the step that
+    wrote it): the engine's greedy tokens over 20 steps past a 20-token prompt (2 chunks of s = 12
+    each way) equal recomputing each step without a cache where every token's rotary tables
+    carry its own f_t, and differ from the unscaled model's."""
+    from qwen3_jax.model import dual_chunk
+    from qwen3_jax.ops.dual_chunk_attention import length_scale
+
+    orig, P, L = 4, 20, 40  # sf(40) = 1.23: logits up to 1.5x
+    scaled = _model({**DCA, "original_max_position_embeddings": orig})
+    prompt = [int(t) for t in np.random.default_rng(1).integers(0, BASE["vocab_size"], P)]
+    new = Engine(scaled, layout="split").generate([prompt], max_new_tokens=L - P, stop_tokens=[]).tokens[0]
+
+    unscaled_cfg = Qwen3Config(**BASE, dual_chunk_attention_config=DCA)
+    plain_inputs = dual_chunk.attention_inputs
+
+    def per_token_factor(config, q_slots, kv_valid, positions, segment_ids, dtype, cached):
+        cos, sin, inputs = plain_inputs(unscaled_cfg, q_slots, kv_valid, positions, segment_ids, jnp.float32, cached)
+        pos = q_slots if positions is None else positions
+        f = length_scale(jnp.maximum(P, pos + 1), orig)[None, :, :, None]  # [1, B, T, 1]
+        return (cos * f).astype(dtype), (sin * f).astype(dtype), inputs
+
+    def recompute(model):
+        seq = np.zeros((1, L), np.int32)
+        seq[0, :P] = prompt
+        for n in range(P, L):
+            seq[0, n] = int(jnp.argmax(model.logits(seq, attention_mask=np.arange(L)[None] < n)[0, n - 1]))
+        return seq[0, P:].tolist()
+
+    unscaled = recompute(qwen3_jax.Model(unscaled_cfg, scaled.params))
+    monkeypatch.setattr(dual_chunk, "attention_inputs", per_token_factor)
+    reference = recompute(qwen3_jax.Model(scaled.config, scaled.params))  # a fresh model: traced with the patch
+    assert new == reference
+    assert new != unscaled  # the factor changes the picks, so the equality above tests it

@@ -1,15 +1,18 @@
 """The attention kernels compile for a real TPU (v5p topology, ahead of time, in a subprocess).
 
 Interpret mode accepts what Mosaic may reject (block shapes, layouts, memory spaces); here the
-TPU compiler itself compiles the forward, backward and decode kernels at bf16, head_dim 128,
-sequence 4,096 and 32,768, and the compiled programs hold no buffer that grows with T×S.
+TPU compiler itself compiles the forward, backward and decode kernels with their default block
+sizes at bf16, head_dim 128, sequence 4,096 and 32,768, and the compiled programs hold no buffer that grows with T×S.
 """
+
+import sys
 
 import pytest
 
 from qwen3_jax.aot import run_isolated
 
-pytest.importorskip("libtpu")
+# libtpu (in the test extra) ships for Linux only; elsewhere a missing libtpu fails the compile
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="libtpu ships for Linux only")
 
 SEQS = (4096, 32768)
 
@@ -41,9 +44,11 @@ def test_compiles_without_txs_buffers(reports, kind):
 
 @pytest.mark.slow
 def test_causal_blocks_are_skipped(reports):
-    """The forward's compiled FLOPs (the kernel's declared cost, counted over visited blocks) are
-    within 1.15× of exact causal attention at 4,096 and 1.02× at 32,768, not the 2× of a full pass."""
-    for T, bound in zip(SEQS, (1.15, 1.02)):
+    """With the default blocks, the forward's compiled FLOPs (the kernel's declared cost, counted
+    over visited blocks) are within the issue's 1.1x of exact causal attention at 4,096 and within
+    1.02x at 32,768, not the 2x of a full pass."""
+    for T, bound in zip(SEQS, (1.1, 1.02)):
         r = reports[("forward", T)]
+        assert r["default_block"], r
         ratio = r["flops"] / r["ideal_causal_flops_per_chip"]
-        assert 1.0 <= ratio < bound, (T, ratio)
+        assert 1.0 <= ratio < bound, (T, r["block"], ratio)

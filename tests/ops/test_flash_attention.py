@@ -107,3 +107,22 @@ def test_bad_input_is_named():
         flash_attention(q, k, v, block_q=12)
     with pytest.raises(ValueError, match="segment_ids must be"):
         flash_attention(q, k, v, segment_ids=jnp.zeros((1, 7), jnp.int32))
+
+
+@pytest.mark.parametrize("T", [2048, 3000, 4096, 8192, 12288, 32768, 131072])
+def test_default_blocks_skip_to_within_1_1x_of_causal(T):
+    """The default blocks follow the length so that the causal forward visits at most 1.1x the
+    exact causal pairs (the issue's goal) from 2,048 up, and obey Mosaic's rule (multiples of 128)."""
+    from qwen3_jax.ops import flash_common as fc
+    from qwen3_jax.ops.flash_attention import _static_visits
+
+    d = fc.make_dims((1, T, 8, 128), (1, T, 8, 128), (1, T, 8, 128), None, None)
+    assert d.bq % 128 == 0 and d.bk % 128 == 0 and 128 <= d.bq <= 512
+    visited_pairs = _static_visits(d, None, None, causal=True, segmented=False) * d.bq * d.bk
+    assert visited_pairs / (T * (T + 1) / 2) < 1.1, (T, d.bq)
+
+
+def test_default_blocks_odd_length():
+    """Default blocks on a length that is not a multiple of them (300 -> blocks of 128, padded tail)."""
+    q, k, v = _qkv(1, 300, 300, 2, 1, 8, seed=7)
+    _check(dict(causal=True), q, k, v, block_q=None, block_k=None, grads=False)

@@ -55,5 +55,12 @@ def test_ring_is_refused_with_dual_chunk_attention(params):
     cfg = CFG.replace(dual_chunk_attention_config={"chunk_size": 16, "local_size": 4})
     with pytest.raises(ValueError, match="ring.*dual_chunk"):
         Qwen3(cfg, attention_impl="ring").apply({"params": params}, IDS)
+    mesh = make_mesh("sequence=4", jax.devices()[:4])
+    with pytest.raises(ValueError, match="attention_impl='ring' does not support dual_chunk_attention_config"):
+        qwen3_jax.Model(cfg, params, mesh=mesh, attention_impl="ring")
+    # "auto" on a sequence mesh does not pick ring for a DCA model: it runs, with one device's logits
+    auto = qwen3_jax.Model(cfg, shard_params(params, cfg, mesh), mesh=mesh, attention_impl="auto")
+    assert auto.attention_impl == "xla"
+    np.testing.assert_allclose(auto.logits(IDS), qwen3_jax.Model(cfg, params).logits(IDS), atol=2e-5)
     with pytest.raises(ValueError, match="unknown attention_impl 'pallas'"):
         Qwen3(CFG, attention_impl="pallas").apply({"params": params}, IDS)
