@@ -77,7 +77,7 @@ def main(argv=None) -> int:
     from qwen3_jax.generate.session import load_chat_model
 
     if a.model == DEFAULT_MODEL:
-        print("qwen3_jax demo: a small Qwen3 (a few hundred thousand parameters) trained on this project's own\n"
+        print("qwen3_jax demo: a small Qwen3 (about a million parameters) trained by this project's own\n"
               "recipe to do integer arithmetic, thinking step by step when asked and answering directly\n"
               "with /no_think. Ask it things like 'What is 4821 + 379?' or 'What is 37 * 86? /no_think'.",
               flush=True)

@@ -29,20 +29,6 @@ REPO = HERE.parent.parent
 import yaml  # noqa: E402
 
 
-def _reward_fns():
-    from qwen3_jax.post import rewards as R
-    from qwen3_jax.post.arithmetic_eval import answer_of
-
-    def correct(prompts, completions, answer, **_):
-        out = []
-        for c, a in zip(completions, answer):
-            _, content = R.split_reply(R.strip_specials(c))
-            out.append(1.0 if answer_of(content or "") == int(a) else 0.0)
-        return out
-
-    return {"correct": correct, "format": R.format_reward}
-
-
 def _rl_records(seed: int, n: int, mixed: bool):
     """Prompt records for step i: thinking prompts, or (mixed) /think, /no_think and switched chats."""
     from qwen3_jax.post.arithmetic import problems
@@ -168,19 +154,16 @@ def main(argv=None) -> int:
 
     def sft(name, samples, params):
         c = cfg[name]
-        trainer = recipe.Trainer(model_config, params, lr=c["lr"], steps=steps(name), warmup=max(1, steps(name) // 20))
-        hist = trainer.sft(name, samples, steps=steps(name), batch_size=c["batch_size"], seq_len=c["seq_len"],
-                           seed=seed)
-        return trainer.params, hist
+        return recipe.sft(name, model_config, params, samples, steps=steps(name), batch_size=c["batch_size"],
+                          seq_len=c["seq_len"], lr=c["lr"], seed=seed)
 
     def rl(name, params, mixed):
         c = cfg[name]
-        trainer = recipe.Trainer(model_config, params, lr=c["lr"], steps=steps(name), schedule="constant")
-        hist = recipe.grpo(trainer, tok, _rl_records(seed + len(name), c["prompts"], mixed=mixed), _reward_fns(),
-                           steps=steps(name), prompts_per_step=c["prompts"], group_size=c["group"],
-                           max_new_tokens=c["max_new_tokens"], seq_len=c["seq_len"], name=name,
-                           temperature=c["temperature"], seed=seed + len(name))
-        return trainer.params, hist
+        records = _rl_records(seed + len(name), c["prompts"], mixed=mixed)
+        prompts = [r for i in range(steps(name)) for r in records(i)]
+        return recipe.grpo(name, model_config, params, tok, prompts, out / f"{name}_run", steps=steps(name),
+                           prompts_per_step=c["prompts"], group_size=c["group"], max_new_tokens=c["max_new_tokens"],
+                           seq_len=c["seq_len"], lr=c["lr"], temperature=c["temperature"], seed=seed + len(name))
 
     # 2. cold-start SFT: thinking only, the long column-method CoT
     def cold_start():

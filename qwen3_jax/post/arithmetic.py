@@ -13,30 +13,33 @@ method designed for a small transformer:
 * the last line (``=05200``) writes the result's digits in reading order, so the answer is that
   line without its leading zeros.
 
-Addition ``4821 + 379``::
+Each column is one line that restates what it uses: the operands shifted right by the columns
+done so far (zeros shifted in), the result register (the digits found so far, newest first), then
+the column's step ``x+y+c=CD`` (``x-y-b=BD`` for subtraction: ``B`` the borrow out). The operands'
+last digits, the carry and every register digit are copies of the line above at a fixed distance,
+so the model never has to count columns. Addition ``4821 + 379``::
 
-    4821+0379
-    1+9+0=10
-    2+7+1=10
-    8+3+1=12
-    4+0+1=05
+    4821+0379|0000|1+9+0=10
+    0482+0037|0000|2+7+1=10
+    0048+0003|0000|8+3+1=12
+    0004+0000|2000|4+0+1=05
     =05200
 
-Subtraction first compares the padded operands digit by digit from the left (``0<4``); the sign
-is the first unequal comparison (``=`` when all are equal), and the column subtraction always
-takes the smaller number from the larger: ``907 - 4518``::
+Subtraction first compares the padded operands digit by digit from the
+left (``0<4``); the sign is the first unequal comparison (``=`` when all are equal), and the column
+subtraction always takes the smaller number from the larger: ``907 - 4518``::
 
     0907-4518
     0<4,9>5,0<1,7<8:<
     -(4518-0907)
-    8-7-0=01
-    1-0-0=01
-    5-9-0=16
-    4-0-1=03
+    4518-0907|0000|8-7-0=01
+    0451-0090|1000|1-0-0=01
+    0045-0009|1100|5-9-0=16
+    0004-0000|6110|4-0-1=03
     =-3611
 
-Multiplication writes one partial product per digit of the second factor, then adds them with
-the addition columns: ``37 * 86``::
+Multiplication writes one partial product per digit of the second factor (``x*y+c=CD`` lines),
+then adds the partials with the addition columns: ``37 * 86``::
 
     37*86
     7*6+0=42
@@ -45,8 +48,7 @@ the addition columns: ``37 * 86``::
     7*8+0=56
     3*8+5=29
     =2960
-    0222+2960
-    2+0+0=02
+    0222+2960|0000|2+0+0=02
     ...
     =03182
 
@@ -120,15 +122,38 @@ def is_held_out(a: int, op: str, b: int) -> bool:
     return int.from_bytes(h, "little") % HELD_OUT_SHARE == 0
 
 
+def _columns(x: str, y: str, op: str, step) -> list[str]:
+    """Column lines of two equal-width digit strings in the register layout.
+
+    Line k is ``{x >> k}{op}{y >> k}|{R}|{dx}{op}{dy}{op}{c}={C}{D}``: the operands shifted right by k
+    digits (zeros shifted in), the result register ``R`` (the result digits so far, newest first,
+    shifted right), and column k: the operands' last digits, the incoming carry (or borrow) ``c``,
+    the outgoing one ``C`` and the digit ``D`` (``step(dx, dy, c) -> (C, D)``). The last line
+    ``={C}{D}{R}`` spells the result. Every digit is a copy from a fixed distance back (the same
+    slot of the line above, one slot right, or the line above's ``C`` / ``D``) or a one-digit fact.
+    """
+    w, carry, reg, lines = len(x), 0, "0" * len(x), []
+    for _ in range(w):
+        c_out, d = step(int(x[-1]), int(y[-1]), carry)
+        lines.append(f"{x}{op}{y}|{reg}|{x[-1]}{op}{y[-1]}{op}{carry}={c_out}{d}")
+        x, y, reg, carry = "0" + x[:-1], "0" + y[:-1], str(d) + reg[:-1], c_out
+    lines.append(f"={carry}{reg}")
+    return lines
+
+
+def _add_step(dx: int, dy: int, c: int) -> tuple[int, int]:
+    s = dx + dy + c
+    return s // 10, s % 10
+
+
+def _sub_step(dx: int, dy: int, b: int) -> tuple[int, int]:
+    d = dx - dy - b
+    return (1, d + 10) if d < 0 else (0, d)
+
+
 def _add_lines(x: str, y: str) -> list[str]:
     """Column addition of two equal-width digit strings: step lines and the result line."""
-    carry, out, lines = 0, [], [f"{x}+{y}"]
-    for dx, dy in zip(reversed(x), reversed(y)):
-        s = int(dx) + int(dy) + carry
-        lines.append(f"{dx}+{dy}+{carry}={s // 10}{s % 10}")
-        carry, out = s // 10, [str(s % 10)] + out
-    lines.append("=" + str(carry) + "".join(out))
-    return lines
+    return _columns(x, y, "+", _add_step)
 
 
 def _sub_lines(a: int, b: int) -> list[str]:
@@ -137,14 +162,8 @@ def _sub_lines(a: int, b: int) -> list[str]:
     first = next((c[1] for c in cmp if c[1] != "="), "=")
     big, small, sign = (y, x, "-") if first == "<" else (x, y, "+")
     lines = [f"{x}-{y}", ",".join(cmp) + ":" + first, f"{sign}({big}-{small})"]
-    borrow, out = 0, []
-    for dx, dy in zip(reversed(big), reversed(small)):
-        d = int(dx) - int(dy) - borrow
-        nb = 1 if d < 0 else 0
-        lines.append(f"{dx}-{dy}-{borrow}={nb}{d + 10 * nb}")
-        borrow, out = nb, [str(d + 10 * nb)] + out
-    lines.append("=" + sign + "".join(out))
-    return lines
+    cols = _columns(big, small, "-", _sub_step)
+    return lines + cols[:-1] + ["=" + sign + cols[-1][2:]]  # the final borrow is 0: big >= small
 
 
 def _mul_lines(a: int, b: int) -> list[str]:

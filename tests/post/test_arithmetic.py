@@ -12,13 +12,24 @@ from qwen3_jax.post.arithmetic_eval import Reply, accuracy_table, answer_of
 
 def test_column_method_examples_from_the_issue():
     assert A.column_method(4821, "+", 379).split("\n") == [
-        "4821+0379", "1+9+0=10", "2+7+1=10", "8+3+1=12", "4+0+1=05", "=05200"]
+        "4821+0379|0000|1+9+0=10", "0482+0037|0000|2+7+1=10", "0048+0003|0000|8+3+1=12",
+        "0004+0000|2000|4+0+1=05", "=05200"]
     assert A.column_method(907, "-", 4518).split("\n") == [
-        "0907-4518", "0<4,9>5,0<1,7<8:<", "-(4518-0907)", "8-7-0=01", "1-0-0=01", "5-9-0=16", "4-0-1=03",
-        "=-3611"]
+        "0907-4518", "0<4,9>5,0<1,7<8:<", "-(4518-0907)", "4518-0907|0000|8-7-0=01", "0451-0090|1000|1-0-0=01",
+        "0045-0009|1100|5-9-0=16", "0004-0000|6110|4-0-1=03", "=-3611"]
     lines = A.column_method(37, "*", 86).split("\n")
     assert lines[:7] == ["37*86", "7*6+0=42", "3*6+4=22", "=0222", "7*8+0=56", "3*8+5=29", "=2960"]
-    assert lines[7] == "0222+2960" and lines[-1] == "=03182"
+    assert lines[7] == "0222+2960|0000|2+0+0=02" and lines[-1] == "=03182"
+
+
+def test_register_lines_restate_the_line_above():
+    """Each column line's operands and register are the line above's shifted right by one digit."""
+    for p in A.problems(200, 5, "any", op="+"):
+        rows = [line.split("|") for line in p.reasoning().split("\n")[:-1]]
+        for (ops0, reg0, step0), (ops1, reg1, _) in zip(rows, rows[1:]):
+            x0, y0 = ops0.split("+")
+            assert ops1 == f"0{x0[:-1]}+0{y0[:-1]}" and reg1 == step0[-1] + reg0[:-1]
+            assert step0.startswith(f"{x0[-1]}+{y0[-1]}+")
 
 
 @pytest.mark.parametrize("op", A.OPS)
@@ -29,6 +40,7 @@ def test_reasoning_spells_the_answer_and_steps_are_true(op):
         text = p.reasoning()
         assert A.result_of(text) == p.answer == eval(f"{p.a}{p.op}{p.b}")
         for line in text.split("\n"):  # every step line "x?y?c=CD" is arithmetic that holds
+            line = line.rsplit("|", 1)[-1]
             if "=" in line and not line.startswith("=") and "," not in line:
                 lhs, rhs = line.split("=")
                 want = int(rhs[1]) - 10 * int(rhs[0]) if "-" in lhs else int(rhs)  # x-y-b = D - 10*B
