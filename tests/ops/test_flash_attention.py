@@ -32,8 +32,8 @@ def _packed_ids(B, T, seed):
     return jnp.asarray(np.stack(rows), jnp.int32)
 
 
-def _check(kw, q, k, v, block_q, block_k, grads=True):
-    out, lse = flash_attention(q, k, v, block_q=block_q, block_k=block_k, return_lse=True, **kw)
+def _check(kw, q, k, v, block_q, block_k, grads=True, interpret=None):
+    out, lse = flash_attention(q, k, v, block_q=block_q, block_k=block_k, return_lse=True, interpret=interpret, **kw)
     ref, ref_lse = attention_reference(q, k, v, return_lse=True, **kw)
     np.testing.assert_allclose(out, ref, atol=1e-5, rtol=0)
     np.testing.assert_allclose(lse, ref_lse, atol=1e-5, rtol=0)
@@ -49,7 +49,7 @@ def _check(kw, q, k, v, block_q, block_k, grads=True):
             return jnp.sum(o * w_out) + jnp.sum(jnp.where(l > NO_KEYS / 2, l, 0.0) * w_lse)
         return jax.grad(f, argnums=(0, 1, 2))(q, k, v)
 
-    got = loss(flash_attention, block_q=block_q, block_k=block_k)
+    got = loss(flash_attention, block_q=block_q, block_k=block_k, interpret=interpret)
     want = loss(attention_reference)
     for name, g, w in zip("qkv", got, want):
         np.testing.assert_allclose(g, w, atol=1e-4, rtol=0, err_msg=f"d{name}")
@@ -126,3 +126,13 @@ def test_default_blocks_odd_length():
     """Default blocks on a length that is not a multiple of them (300 -> blocks of 128, padded tail)."""
     q, k, v = _qkv(1, 300, 300, 2, 1, 8, seed=7)
     _check(dict(causal=True), q, k, v, block_q=None, block_k=None, grads=False)
+
+
+@pytest.mark.slow  # the TPU interpreter simulates memory spaces and DMAs: ~3x slower than plain interpret mode
+def test_tpu_interpret_params():
+    """The kernels also run under Pallas' TPU interpreter (`pltpu.InterpretParams`), which models
+    the TPU's memory spaces and copies rather than running the body as plain XLA."""
+    from jax.experimental.pallas import tpu as pltpu
+
+    q, k, v = _qkv(1, 21, 21, 4, 2, 8, seed=8)
+    _check(dict(causal=True), q, k, v, block_q=8, block_k=8, interpret=pltpu.InterpretParams())
