@@ -238,9 +238,19 @@ class Split(Stacked):
             raise ValueError(f"transposed must be True or False, got {transposed!r}")
         self.transposed = bool(transposed)
         self.fuse = fuse
+        self._split = None
 
     def prepare(self, params):
-        """Splits every stacked segment into a tuple of per-layer trees (one copy, on device)."""
+        """Splits every stacked segment into a tuple of per-layer trees (one copy, on device).
+
+        One jitted function per instance: new params of the same shapes (an RL policy after each
+        update) reuse its compiled program.
+        """
+        if self._split is None:
+            self._split = jax.jit(self._split_fn())
+        return self._split(params)
+
+    def _split_fn(self):
         segs = {s.name: s.length for s in layer_segments(self.module.config)}
 
         def fix(t):
@@ -251,7 +261,7 @@ class Split(Stacked):
                         else (fix({k: v})[k] if k == "lm_head" else v))
                     for k, v in p.items()}
 
-        return jax.jit(split)(params)
+        return split
 
     @property
     def prefill_options(self) -> dict | None:

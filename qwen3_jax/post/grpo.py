@@ -196,9 +196,13 @@ def grpo(cfg: TrainConfig, section: GRPOSection, run_dir: str | os.PathLike, ini
     if cfg.train.seq_len < section.max_prompt_tokens + section.max_new_tokens:
         raise ConfigError(f"train.seq_len={cfg.train.seq_len} must hold grpo.max_prompt_tokens + max_new_tokens "
                           f"= {section.max_prompt_tokens + section.max_new_tokens}")
-    if cfg.checkpoint.every % section.num_iterations:
-        raise ConfigError(f"checkpoint.every={cfg.checkpoint.every} must be a multiple of grpo.num_iterations="
-                          f"{section.num_iterations} (a checkpoint falls between two rollout batches)")
+    # A checkpoint, and so a resume, must fall between two rollout batches: the old log-probs of a
+    # batch are the sampling policy's, which a run resumed mid-batch no longer has.
+    for name, value in (("checkpoint.every", cfg.checkpoint.every), ("train.steps", cfg.train.steps),
+                        ("--stop-at", stop_at)):
+        if value is not None and value % section.num_iterations:
+            raise ConfigError(f"{name}={value} must be a multiple of grpo.num_iterations={section.num_iterations} "
+                              "(a checkpoint falls between two rollout batches)")
     if cfg.train.grad_accum != 1:
         raise ConfigError("grpo: train.grad_accum must be 1")
     loss_cfg, sampling, fns = section.loss_config(), section.sampling(), reward_functions(section)

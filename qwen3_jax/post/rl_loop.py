@@ -116,6 +116,9 @@ class RLRun:
         abstract_frozen = jax.tree.map(lambda a, sh: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sh),
                                        abstract_frozen, shardings)
         self.abstract = {**abstract, "frozen": abstract_frozen}
+        # Every update returns the state in these shardings, so programs that take the params (the
+        # rollout engine's) see the same input shardings at every step and never recompile.
+        self.state_shardings = jax.tree.map(lambda a: a.sharding, self.abstract)
 
         # ---- from here on the run directory is written ----
         from qwen3_jax.train.loop import _write_run_config
@@ -181,7 +184,8 @@ class RLRun:
                        **stats}
             return {**state, "params": params, "opt_state": opt_state, "step": state["step"] + 1}, metrics
 
-        jitted = jax.jit(update, donate_argnums=(0,) if donate else ())
+        jitted = jax.jit(update, out_shardings=(self.state_shardings, NamedSharding(self.mesh, P())),
+                         donate_argnums=(0,) if donate else ())
 
         def call(state, batch, extras):
             with mesh_context(self.mc, self.mesh):
@@ -232,9 +236,10 @@ class RLRun:
                     check_finite(step, m)
                     rec = {**scalar_metrics(step, m), **host}
                     t2 = time.perf_counter()
+                    # Of this step's wall time: the rollout (only the first step of a batch samples).
                     rec["update_seconds"] = t2 - t1
                     rec["rollout_share"] = (t1 - t0) / max(t2 - t0, 1e-9)
-                    t1 = t2
+                    t0 = t1 = t2
                     if step % cfg.log.every == 0 or step == end:
                         writer.write(rec)
                     records.append(rec)
