@@ -27,6 +27,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from qwen3_jax.config import ConfigError
 from qwen3_jax.ops.attention import causal_mask, dot_product_attention
 
 IMPLS = ("xla", "flash", "ring", "auto")
@@ -55,8 +56,8 @@ def resolve(impl: str, mesh=None, dual_chunk: bool = False) -> tuple[str, str]:
     seq = dict(getattr(mesh, "shape", {}) or {}).get("sequence", 1)
     if impl == "auto":
         impl = "ring" if seq > 1 and not dual_chunk else ("flash" if platform in ("tpu", "gpu") else "xla")
-    if impl == "ring" and dual_chunk:
-        raise ValueError(RING_DCA_ERROR)
+    if impl == "ring" and dual_chunk:  # a ConfigError: the CLIs print it as one line and exit 2
+        raise ConfigError(RING_DCA_ERROR)
     if impl == "ring":
         try:
             from qwen3_jax.ops import ring_attention  # noqa: F401
