@@ -44,7 +44,8 @@ class DistillSection:
         temperature, top_p, top_k: the sampler.
         direction: "forward" KL(teacher || student) or "reverse" KL(student || teacher).
         kl_temperature: both models' logits are divided by it in the KL.
-        teacher_mesh: mesh spec of the teacher over the same devices (None: the run's mesh).
+        teacher_mesh: mesh spec of the teacher over the same devices, e.g. "tensor=8" (None: the
+            teacher is not sharded). Used when the teacher is given as a path; a `Model` keeps its mesh.
     """
 
     mode: str = "on_policy"
@@ -115,7 +116,10 @@ def distill(cfg: TrainConfig, section: DistillSection, run_dir: str | os.PathLik
         raise ConfigError(f"distill: {e}") from None
     if isinstance(teacher, (str, os.PathLike)):
         t_path = os.fspath(teacher)
-        t_mesh = make_mesh(section.teacher_mesh, devices=devices) if section.teacher_mesh else None
+        try:
+            t_mesh = make_mesh(section.teacher_mesh, devices=devices) if section.teacher_mesh else None
+        except ValueError as e:
+            raise ConfigError(f"distill.teacher_mesh: {e}") from None
         teacher = load_teacher(t_path, t_mesh)
     else:
         t_path = None

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from post_helpers import tiny_model
+from qwen3_jax.config import ConfigError
 from qwen3_jax.post.distill import DistillSection, distill
 from qwen3_jax.post.distill_loss import VocabularyMismatch
 from qwen3_jax.train.config import config_from_dict
@@ -38,8 +39,9 @@ def test_distill_lowers_the_kl(tmp_path, small_tok, mode):
     _, recs = distill(cfg(), section, tmp_path / mode, teacher, quiet=True, devices=ONE, tokenizer=small_tok)
     kls = [r["loss"] for r in recs]
     assert len(kls) == 4 and all(np.isfinite(kls))
-    if mode == "off_policy":  # greedy teacher samples: the same batch every step, so the KL must fall
-        assert kls[-1] < kls[0], kls
+    # Off-policy: the teacher's greedy samples are the same batch every step. On-policy: the student's
+    # greedy samples, which change as it learns; the KL on its own samples falls too.
+    assert kls[-1] < kls[0], kls
     assert "rollout_tokens_per_second" in recs[0] and "response_length" in recs[0]
 
 
@@ -47,3 +49,35 @@ def test_teacher_with_another_vocabulary_is_refused(tmp_path, small_tok):
     with pytest.raises(VocabularyMismatch, match=r"teacher's vocabulary \(256 ids\) differs"):
         distill(cfg(), DistillSection(max_prompt_tokens=64, max_new_tokens=8), tmp_path / "r", tiny_model(256), devices=ONE, tokenizer=small_tok)
     assert not os.path.exists(tmp_path / "r")
+
+
+@pytest.mark.slow
+def test_teacher_on_its_own_mesh_gives_the_same_kl(tmp_path, small_tok):
+    """distill.teacher_mesh: the teacher (a HF directory of another size) is sharded over its own mesh axes
+    on the student's devices; the KL equals the one with an unsharded teacher."""
+    from qwen3_jax.post.distill import load_teacher
+    from qwen3_jax.sharding.mesh import make_mesh
+    from qwen3_jax.testing import write_hf_checkpoint
+
+    two = jax.devices()[:2]
+    write_hf_checkpoint(tmp_path / "teacher", vocab_size=320)  # hidden 64, 3 layers: wider and deeper
+    t = load_teacher(str(tmp_path / "teacher"), make_mesh("tensor=2", two))
+    specs = {str(leaf.sharding.spec) for leaf in jax.tree.leaves(t.params)}
+    assert any("tensor" in s for s in specs), specs  # really split over the teacher's axis
+    c = cfg().to_dict()
+    c["mesh"], c["train"]["steps"], c["checkpoint"]["every"] = "data=2", 2, 2
+    kls = {}
+    for name, mesh in (("own", "tensor=2"), ("shared", None)):
+        section = DistillSection.from_dict({"mode": "off_policy", "prompts": ["synthetic:mixed:2"], "group_size": 2,
+                                            "max_prompt_tokens": 100, "max_new_tokens": 8, "temperature": 0.0,
+                                            "teacher_mesh": mesh})
+        _, recs = distill(config_from_dict(c), section, tmp_path / name, str(tmp_path / "teacher"), quiet=True,
+                          devices=two, tokenizer=small_tok)
+        kls[name] = [r["loss"] for r in recs]
+    assert len(kls["own"]) == 2 and kls["own"][0] > 0
+    np.testing.assert_allclose(kls["own"], kls["shared"], rtol=1e-4)
+    with pytest.raises(ConfigError, match=r"distill.teacher_mesh: mesh spec 'tensor=3' needs 3 devices, but 2"):
+        distill(config_from_dict(c), DistillSection.from_dict({"teacher_mesh": "tensor=3", "max_prompt_tokens": 100,
+                                                                   "max_new_tokens": 8}), tmp_path / "bad",
+                str(tmp_path / "teacher"), devices=two, tokenizer=small_tok)
+    assert not os.path.exists(tmp_path / "bad")
