@@ -91,3 +91,41 @@ def interrupt_cli(*args: str, when, timeout: float = 300):
         if p.poll() is None:
             p.kill()
     return p.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+
+
+def kill_cli(*args: str, when, timeout: float = 600, env: dict | None = None) -> str:
+    """Starts `qwen3-jax ARGS` and SIGKILLs it as soon as `when()` is true (polled every few ms).
+
+    For kill-and-resume tests: `when` looks at the run directory (e.g. a complete checkpoint). An
+    AssertionError says so when the program ends, or `timeout` passes, before `when()` holds.
+
+    Returns:
+        What `when()` returned (truthy).
+    """
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    import time
+
+    exe = os.path.join(os.path.dirname(sys.executable), "qwen3-jax")
+    with tempfile.TemporaryFile() as err:
+        p = subprocess.Popen([exe, *args], stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL,
+                             env={**os.environ, **(env or {})})
+        deadline = time.time() + timeout
+        try:
+            while True:
+                seen = when()
+                if seen:
+                    p.send_signal(signal.SIGKILL)
+                    p.wait()
+                    return seen
+                if p.poll() is not None or time.time() > deadline:
+                    err.seek(0)
+                    raise AssertionError(f"qwen3-jax {' '.join(args)} ended (rc {p.returncode}) before the kill "
+                                         f"point:\n{err.read().decode(errors='replace')[-2000:]}")
+                time.sleep(0.005)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.wait()

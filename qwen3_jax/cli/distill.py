@@ -31,13 +31,15 @@ def run(args) -> int:
     overrides = list(args.set) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
     try:
         cfg, section = load_post_config(args.config, "distill", overrides)
-        _, records = distill(cfg, DistillSection.from_dict(section), args.run_dir, args.teacher,
-                             init_from=args.init_from, stop_at=args.stop_at, quiet=args.quiet)
+        rl_run, records = distill(cfg, DistillSection.from_dict(section), args.run_dir, args.teacher,
+                                  init_from=args.init_from, stop_at=args.stop_at, quiet=args.quiet)
     except (PromptError, VocabularyMismatch) as e:
         raise UserError(str(e)) from None
     except NonFiniteLoss as e:
         print(f"qwen3-jax distill: {e}", file=sys.stderr)
         return 1
     last = records[-1] if records else None
-    print(f"{args.run_dir}: " + (f"step {last['step']}, KL {last['loss']:.4f}" if last else "nothing left to run"))
+    resumed = f" (resumed from step {rl_run.resumed_from})" if rl_run.resumed_from is not None else ""
+    print(f"{args.run_dir}: " + (f"step {last['step']}, KL {last['loss']:.4f}{resumed}"
+                                 if last else "nothing left to run"))
     return 0

@@ -30,14 +30,15 @@ def run(args) -> int:
     overrides = list(args.set) + ([f"train.steps={args.steps}"] if args.steps is not None else [])
     try:
         cfg, section = load_post_config(args.config, "grpo", overrides)
-        _, records = grpo(cfg, GRPOSection.from_dict(section), args.run_dir, init_from=args.init_from,
-                          stop_at=args.stop_at, quiet=args.quiet)
+        rl_run, records = grpo(cfg, GRPOSection.from_dict(section), args.run_dir, init_from=args.init_from,
+                               stop_at=args.stop_at, quiet=args.quiet)
     except (PromptError, RewardError) as e:
         raise UserError(str(e)) from None
     except NonFiniteLoss as e:
         print(f"qwen3-jax grpo: {e}", file=sys.stderr)
         return 1
     last = records[-1] if records else None
-    print(f"{args.run_dir}: " + (f"step {last['step']}, loss {last['loss']:.4f}, reward {last['reward_mean']:.3f}"
-                                 if last else "nothing left to run"))
+    resumed = f" (resumed from step {rl_run.resumed_from})" if rl_run.resumed_from is not None else ""
+    print(f"{args.run_dir}: " + (f"step {last['step']}, loss {last['loss']:.4f}, "
+                                 f"reward {last['reward_mean']:.3f}{resumed}" if last else "nothing left to run"))
     return 0
