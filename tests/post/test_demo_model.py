@@ -6,6 +6,7 @@ import os
 import pytest
 
 import qwen3_jax
+from qwen3_jax.generate.chat import STOP_THINKING, STOP_THINKING_PREFIX
 from qwen3_jax.api import demo_dir
 from qwen3_jax.post import arithmetic as A
 from qwen3_jax.post.arithmetic_eval import accuracy_table, answer_of, generate
@@ -43,7 +44,7 @@ def test_think_follow_single_and_multi_turn(model, think):
     flag, other = ("/think", "/no_think") if think else ("/no_think", "/think")
     items = A.problems(80, seed=777 + think, split="any", wording=0)
     single = generate(model, model.tokenizer, _ask(items[:40], flag), think, seed=2, batch=40)
-    chats = [_ask([a], other) + [{"role": "assistant", "content": str(a.answer)}] + _ask([b], flag)
+    chats = [_ask([a], other)[0] + [{"role": "assistant", "content": str(a.answer)}] + _ask([b], flag)[0]
              for a, b in zip(items[:40], items[40:])]
     multi = generate(model, model.tokenizer, chats, think, seed=3, batch=40)
     for replies in (single, multi):
@@ -55,4 +56,5 @@ def test_budget_of_8_tokens_still_answers_an_integer(model):
     items = A.problems(20, seed=99, split="any", wording=0)
     replies = generate(model, model.tokenizer, _ask(items), True, budget=8, seed=4, batch=20)
     assert all(answer_of(r.content) is not None for r in replies), [r.content for r in replies]
-    assert all(r.think_tokens <= 8 + 40 for r in replies)  # the cut thought plus the stop-thinking text
+    forced = len(model.tokenizer.encode(STOP_THINKING_PREFIX + STOP_THINKING))
+    assert all(r.think_tokens <= 8 + forced for r in replies)  # the cut thought plus the stop-thinking text
