@@ -5,7 +5,9 @@
 For each of the 8 presets:
 * training at sequence 4,096 with a global batch of 256 rows (1,048,576 tokens per step) on the
   smallest v5p slice where the plan finds a mesh that fits (slices tried from the smallest the
-  analytic guess allows, upwards);
+  analytic guess allows, or from --min-chips, upwards); MoE layers with an expert-parallel
+  capacity factor of 1.25 (each chip receives at most 1.25 x its tokens x top-k routed rows; the
+  dropless worst case is expert-axis-size times larger);
 * serving, prefill of 64 prompts of 32,768 tokens and decode of those 64 rows (512 new tokens), on
   the smallest v6e slice that fits.
 Every figure comes from the compiled programs (`qwen3_jax.plan`): per-chip HBM split, mesh,
@@ -29,12 +31,12 @@ from qwen3_jax.plan.topology import slices_of  # noqa: E402
 from qwen3_jax.presets import RELEASED, get_preset  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-SETTINGS = {"train": dict(generation="v5p", seq=4096, batch=256),
+SETTINGS = {"train": dict(generation="v5p", seq=4096, batch=256, capacity_factor=1.25),
             "serve": dict(generation="v6e", seq=32768, batch=64, new_tokens=512)}
 GiB = 2**30
 
 
-def first_slices(cfg, task: str, count: int = 3):
+def first_slices(cfg, task: str, count: int = 3, min_chips: int = 1):
     """The smallest slices of the task's generation where some mesh is guessed to fit (and the next ones)."""
     s = SETTINGS[task]
     cache_len = None
@@ -42,7 +44,7 @@ def first_slices(cfg, task: str, count: int = 3):
         from qwen3_jax.generate.engine import bucket
         cache_len = bucket(bucket(s["seq"]) + s["new_tokens"])
     out = []
-    for sl in slices_of(s["generation"]):
+    for sl in slices_of(s["generation"], min_chips=min_chips):
         if not out:
             ok = any(c.reason is None and c.guess["bytes"] <= search.GUESS_MARGIN * sl.chip.hbm_bytes
                      for c in (search.screen(cfg, sl, m, task, s["seq"], s["batch"], None, cache_len)
@@ -55,7 +57,7 @@ def first_slices(cfg, task: str, count: int = 3):
     return out
 
 
-def plan_model(name: str, task: str, top: int, log, save=None, tried=None) -> dict:
+def plan_model(name: str, task: str, top: int, log, save=None, tried=None, min_chips: int = 1) -> dict:
     """Plans `name` on the task's slices, smallest first, until one fits (slices in `tried` that did
     not fit in an earlier run are not compiled again)."""
     cfg = get_preset(name)
@@ -63,11 +65,12 @@ def plan_model(name: str, task: str, top: int, log, save=None, tried=None) -> di
     tried = list(tried or [])
     done = {t["topology"] for t in tried if not t["fits"]}
     r = None
-    for sl in first_slices(cfg, task, count=3 + len(done)):
+    for sl in first_slices(cfg, task, count=3 + len(done), min_chips=min_chips):
         if sl.cloud_name in done:
             continue
         t0 = time.perf_counter()
-        r = search.plan(cfg, name, sl, task, s["seq"], s["batch"], top=top, new_tokens=s.get("new_tokens", 512))
+        r = search.plan(cfg, name, sl, task, s["seq"], s["batch"], top=top, new_tokens=s.get("new_tokens", 512),
+                        capacity_factor=s.get("capacity_factor") if cfg.is_moe else None)
         log(f"{name} {task} on {sl.cloud_name}: fits={r['fits']} mesh={r.get('mesh')} "
             f"({time.perf_counter() - t0:.0f} s)")
         tried.append({"topology": sl.cloud_name, "fits": r["fits"],
@@ -147,6 +150,7 @@ def main() -> int:
     ap.add_argument("--tasks", default="train,serve")
     ap.add_argument("--top", type=int, default=1, help="candidates compiled per slice")
     ap.add_argument("--fresh", action="store_true", help="recompute results already saved")
+    ap.add_argument("--min-chips", type=int, default=1, help="skip slices with fewer chips")
     ap.add_argument("--merge", default="", help="comma-separated JSON files of other runs to merge in first")
     args = ap.parse_args()
     os.makedirs(RESULTS, exist_ok=True)
@@ -173,7 +177,8 @@ def main() -> int:
             saved[key] = dict(r, settings=SETTINGS[task])
             _write(path, json.dumps({"settings": SETTINGS, "results": saved}, indent=1))
 
-        r = plan_model(model, task, args.top, bar.write, save, tried=saved.get(key, {}).get("slices_tried"))
+        r = plan_model(model, task, args.top, bar.write, save, tried=saved.get(key, {}).get("slices_tried"),
+                       min_chips=args.min_chips)
         save(r)
     _write(path, json.dumps({"settings": SETTINGS, "results": saved}, indent=1))
     md = ["# TPU plan: every Qwen3 model compiled for Cloud TPU slices (ahead of time, libtpu)", "",
@@ -181,7 +186,8 @@ def main() -> int:
           "memory is XLA's (arguments + outputs - donated + temporaries), split by the shards of params, optimizer "
           "state and KV cache; collectives are counted in the compiled HLO (loop trips included); model FLOPs are "
           "counted from the architecture. Training: global batch 256 x 4,096 = 1,048,576 tokens per step, bfloat16 "
-          "compute, float32 master weights and AdamW state, full remat. Serving: the engine's prefill of 64 prompts "
+          "compute, float32 master weights and AdamW state, full remat, MoE expert-parallel capacity factor 1.25 "
+          "(`model.moe_capacity_factor` of the trainer). Serving: the engine's prefill of 64 prompts "
           "of 32,768 tokens and its decode loop over their cache. HBM per chip: v5p 95 GB, v6e 32 GB (Cloud TPU "
           "docs; XLA:TPU itself allows 95.74 GiB on v5p, so the v5p verdicts here are conservative). "
           "Collective bytes are the sizes of the buffers each instruction moves, per chip and step; for "

@@ -35,14 +35,12 @@ _MEMORY_FIELDS = ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_
 
 
 def tpu_devices(topology: str = DEFAULT_TOPOLOGY) -> list:
-    """The abstract devices of a TPU topology such as "v5p:2x2x1" (needs libtpu; compile-only)."""
-    from jax.experimental import topologies
+    """The abstract devices of a TPU topology such as "v5p:2x2x1" or a Cloud slice name such as
+    "v5p-8" (needs libtpu; compile-only). Topologies are described once, in `plan.topology`."""
+    from qwen3_jax.plan.topology import parse_slice
 
-    # libtpu takes a machine-wide lock file on load; compile-only processes (tests, other
-    # compilations running at the same time) must not fail on it.
-    os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
     try:
-        return list(topologies.get_topology_desc(topology_name=topology, platform="tpu").devices)
+        return list(parse_slice(topology).devices())
     except Exception as e:  # no libtpu, or an unknown topology name
         raise RuntimeError(f"cannot describe TPU topology {topology!r} (is libtpu installed? "
                            f"pip install 'qwen3_jax[tpu]'): {e}") from e

@@ -28,6 +28,9 @@ def add_arguments(p):
     p.add_argument("--remat", default="full", help="train: remat policy (none, full, dots, save_layer_inputs)")
     p.add_argument("--microbatches", type=int, default=None,
                    help="train: gradient-accumulation micro-batches (default: the fewest that look like fitting)")
+    p.add_argument("--capacity-factor", type=float, default=None,
+                   help="train, MoE: expert-parallel capacity factor (receive rows per chip = factor x its "
+                        "tokens x top-k; default: dropless, the worst case)")
     p.add_argument("--new-tokens", type=int, default=512, help="serve: new tokens per row (sizes the cache)")
     p.add_argument("--top", type=int, default=3, help="mesh search: compile the best N candidates")
     p.add_argument("--json", action="store_true", help="print one JSON object")
@@ -45,6 +48,8 @@ def _check(args, error):
         error(f"--remat {args.remat!r}: expected one of {', '.join(REMAT_POLICIES)}")
     if args.microbatches is not None and (args.microbatches < 1 or args.batch % args.microbatches):
         error(f"--microbatches {args.microbatches} must be >= 1 and divide --batch {args.batch}")
+    if args.capacity_factor is not None and not args.capacity_factor > 0:
+        error(f"--capacity-factor must be > 0, got {args.capacity_factor}")
     if args.top < 1:
         error(f"--top must be >= 1, got {args.top}")
     try:
@@ -95,7 +100,7 @@ def run(args) -> int:
     bar = tqdm(desc="compiling", unit="mesh", leave=False, disable=args.json)
     result = plan(cfg, args.model, slice_, args.task, args.seq, args.batch, mesh=mesh, remat=args.remat,
                   microbatches=args.microbatches, new_tokens=args.new_tokens, top=args.top,
-                  progress=lambda r: bar.update(1))
+                  progress=lambda r: bar.update(1), capacity_factor=args.capacity_factor)
     bar.close()
     if args.json:
         print(json.dumps(result, indent=1))

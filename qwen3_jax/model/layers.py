@@ -85,7 +85,12 @@ class Embed(nn.Module):
                                     (self.vocab_size, self.features), self.param_dtype)
 
     def __call__(self, ids: jax.Array) -> jax.Array:
-        return jnp.take(self.embedding, ids, axis=0).astype(self.dtype)  # [B, T, D]
+        # The table's `embed` dim is gathered first (as FSDP gathers every weight before use): a
+        # lookup into a table split over D gives rows split over D, which the partitioner cannot
+        # turn into rows split over the batch without replicating the whole [B, T, D] lookup
+        # (XLA's "involuntary full rematerialization") on every device.
+        table = nn.with_logical_constraint(self.embedding, ("vocab", None))
+        return jnp.take(table, ids, axis=0).astype(self.dtype)  # [B, T, D]
 
     def attend(self, x: jax.Array) -> jax.Array:
         return jnp.einsum("BTD,VD->BTV", x.astype(self.dtype), self.embedding.astype(self.dtype))

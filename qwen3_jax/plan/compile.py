@@ -98,7 +98,7 @@ def step_flops(cfg: Qwen3Config, task: str, batch: int, seq: int, cache_len: int
 
 def plan_one(cfg: Qwen3Config, slice_: Slice, mesh_sizes: dict[str, int], task: str, seq: int, batch: int,
              remat: str = "full", microbatches: int = 1, new_tokens: int = 512, devices=None,
-             keep_hlo: bool = False) -> dict:
+             keep_hlo: bool = False, capacity_factor: float | None = None) -> dict:
     """Compiles the task's programs for `slice_` under `mesh_sizes` and reports what the plan prints.
 
     Returns the plan's JSON object (see `qwen3_jax.cli.plan`): fits, mesh, chips, hbm_bytes_per_chip,
@@ -116,7 +116,7 @@ def plan_one(cfg: Qwen3Config, slice_: Slice, mesh_sizes: dict[str, int], task: 
     sizes = dict(zip(mesh.axis_names, mesh.devices.shape))
     t0 = time.perf_counter()
     if task == "train":
-        programs = steps.train_program(cfg, mesh, batch, seq, remat, microbatches)
+        programs = steps.train_program(cfg, mesh, batch, seq, remat, microbatches, capacity_factor)
         cache_len = None
     elif task == "serve":
         programs = steps.serve_programs(cfg, mesh, batch, seq, new_tokens)
@@ -150,6 +150,7 @@ def plan_one(cfg: Qwen3Config, slice_: Slice, mesh_sizes: dict[str, int], task: 
         "chips": slice_.chips, "mesh": sizes, "seq": seq, "batch": batch,
         "tokens_per_step": batch * seq if task == "train" else batch * seq,
         "remat": remat if task == "train" else None, "microbatches": microbatches if task == "train" else None,
+        "capacity_factor": capacity_factor if task == "train" and cfg.is_moe else None,
         "fits": bool(fits), "hbm_bytes_per_chip": hbm,
         "bytes_per_chip": worst["bytes_per_chip"] if worst else None,
         "headroom_bytes": hbm - worst["bytes_per_chip"]["total"] if worst and len(ok) == len(results) else None,

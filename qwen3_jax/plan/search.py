@@ -142,7 +142,7 @@ def run_worker(requests: list[dict], timeout: float | None = None, progress=None
 
 def plan(cfg: Qwen3Config, model: str, slice_: Slice, task: str, seq: int, batch: int, mesh: dict | None = None,
          remat: str = "full", microbatches: int | None = None, new_tokens: int = 512, top: int = 3,
-         progress=None) -> dict:
+         progress=None, capacity_factor: float | None = None) -> dict:
     """Runs the plan: screens the candidate meshes (or the given one), compiles the best, chooses.
 
     Returns the chosen candidate's compiled result (see `compile.plan_one`) with "candidates" (every
@@ -163,7 +163,7 @@ def plan(cfg: Qwen3Config, model: str, slice_: Slice, task: str, seq: int, batch
                     f"({c.guess['seconds']:.3g} s/step, {c.guess['bytes'] / 2**30:.1f} GiB per chip)")
     requests = [dict(model=model, topology=slice_.name if ":" not in slice_.name else slice_.topology_name,
                      mesh=c.mesh, task=task, seq=seq, batch=batch, remat=remat, microbatches=c.microbatches,
-                     new_tokens=new_tokens) for c in chosen_to_compile]
+                     new_tokens=new_tokens, capacity_factor=capacity_factor) for c in chosen_to_compile]
     results = run_worker(requests, progress=progress) if requests else []
     for c, r in zip(chosen_to_compile, results):
         c.result = r

@@ -129,17 +129,19 @@ def _state_shardings(cfg, mesh, info):
 
 
 def train_program(cfg: Qwen3Config, mesh, batch: int, seq: int, remat: str = "full",
-                  microbatches: int = 1) -> list[Program]:
+                  microbatches: int = 1, capacity_factor: float | None = None) -> list[Program]:
     """The trainer's step (forward, backward, optimizer update) over `batch` rows of `seq` tokens.
 
     It is the step `qwen3-jax train` runs: `qwen3_jax.train.step.build_train_step` with bfloat16
-    compute, float32 master weights, the given remat policy and `microbatches` gradient-accumulation
-    micro-batches, lowered on the abstract state and batch it describes.
+    compute, float32 master weights, the given remat policy, `microbatches` gradient-accumulation
+    micro-batches and the MoE expert-parallel `capacity_factor` (None: dropless), lowered on the
+    abstract state and batch it describes.
     """
     from qwen3_jax.train.config import config_from_dict
     from qwen3_jax.train.step import build_train_step
 
-    run = config_from_dict({"model": {"dtype": "bfloat16", "param_dtype": "float32", "remat": remat},
+    run = config_from_dict({"model": {"dtype": "bfloat16", "param_dtype": "float32", "remat": remat,
+                                      "moe_capacity_factor": capacity_factor},
                             "train": {"batch_size": batch, "seq_len": seq, "grad_accum": microbatches}})
     ts = build_train_step(run, mesh, model_config=cfg)  # outside the mesh: it makes a concrete key on the host
     state, tokens = ts.abstract_state(), ts.abstract_batch()

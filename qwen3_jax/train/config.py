@@ -33,6 +33,10 @@ class ModelSection:
       param_dtype: master-weight dtype (float32).
       remat: rematerialisation policy of each layer (`model.transformer.REMAT_POLICIES`).
       moe_impl: expert computation (`ops.moe.IMPLS`).
+      moe_capacity_factor: expert-parallel capacity of MoE layers (None = dropless). With an
+        `expert` mesh axis, each device's receive buffer holds factor x (its tokens x top-k) rows
+        instead of the dropless worst case (all tokens of every device routed to it); copies
+        beyond it are dropped (`ops.expert_parallel`). 1.25-2 bounds the buffers at large scale.
       attention_impl: "xla", "flash", "ring" or "auto" (`model.attention_impl`).
       ring_layout: token order over the `sequence` axis with ring attention: "contiguous", or
         "zigzag" (causal work balanced; the step permutes each batch once, after computing the
@@ -45,6 +49,7 @@ class ModelSection:
     param_dtype: str = "float32"
     remat: str = "none"
     moe_impl: str = "auto"
+    moe_capacity_factor: float | None = None
     attention_impl: str = "xla"
     ring_layout: str = "contiguous"
 
@@ -212,6 +217,8 @@ class TrainConfig:
         if self.model.attention_impl not in ATTENTION_IMPLS:
             problems.append(f"model.attention_impl={self.model.attention_impl!r} must be one of "
                             f"{', '.join(ATTENTION_IMPLS)}")
+        if self.model.moe_capacity_factor is not None and not self.model.moe_capacity_factor > 0:
+            problems.append(f"model.moe_capacity_factor={self.model.moe_capacity_factor} must be > 0 (or null: dropless)")
         if self.model.ring_layout not in ("contiguous", "zigzag"):
             problems.append(f"model.ring_layout={self.model.ring_layout!r} must be contiguous or zigzag")
         if problems:

@@ -10,9 +10,10 @@ data). `TrainStep.jitted` is the `jax.jit` object with its in/out shardings pinn
 lower it on abstract inputs (`ts.lower(ts.abstract_state(), ts.abstract_batch())`) without
 allocating anything.
 
-Gradient accumulation splits the global batch into `grad_accum` micro-batches scanned in order;
-the cross-entropy of every micro-batch is divided by the token count of the *whole* batch, so the
-accumulated gradient equals the one-batch gradient. MoE models add the global-batch load-balancing
+Gradient accumulation splits the global batch into `grad_accum` micro-batches (by stride, so each
+runs on every device; see `train.accumulate`), scanned in order; the cross-entropy of every
+micro-batch is divided by the token count of the *whole* batch, so the accumulated gradient equals
+the one-batch gradient. MoE models add the global-batch load-balancing
 loss: expert selections are counted over the whole step's batch (all devices; with accumulation
 one extra forward pass counts them first) and each micro-batch adds its exact share
 (`qwen3_jax.losses.global_batch_balance_loss`).
@@ -36,6 +37,7 @@ from qwen3_jax.sharding.placement import mesh_context, mesh_rules, param_shardin
 from qwen3_jax.model.attention_impl import resolve as resolve_attention
 from qwen3_jax.model.transformer import Qwen3
 from qwen3_jax.ops.ring_attention import to_zigzag
+from qwen3_jax.train import accumulate
 from qwen3_jax.train.config import TrainConfig
 from qwen3_jax.train.loss import chunked_cross_entropy, head_weight, next_token_targets, router_z_loss_sum
 from qwen3_jax.train.optimizer import current_lr, make_optimizer
@@ -116,7 +118,8 @@ def make_module(cfg: TrainConfig, model_config: Qwen3Config, mesh: Mesh | None =
     m = cfg.model
     impl, platform = resolve_attention(m.attention_impl, mesh, model_config.dual_chunk_attention_config is not None)
     return Qwen3(model_config, dtype=DTYPES[m.dtype], param_dtype=DTYPES[m.param_dtype], remat=m.remat,
-                 moe_impl=m.moe_impl, attention_impl=impl, ring_layout=m.ring_layout, attention_platform=platform)
+                 moe_impl=m.moe_impl, moe_capacity_factor=m.moe_capacity_factor, attention_impl=impl,
+                 ring_layout=m.ring_layout, attention_platform=platform)
 
 
 def _opt_shardings(tx, abstract_opt_state, p_shardings, mesh):
@@ -207,9 +210,6 @@ def build_train_step(cfg: TrainConfig, mesh: Mesh, model_config: Qwen3Config | N
 
     grad_fn = jax.value_and_grad(micro_loss, has_aux=True)
 
-    def split(batch):  # [B, T] -> [A, B / A, T]; row r goes to micro-batch r // (B / A)
-        return jax.tree.map(lambda x: x.reshape(A, x.shape[0] // A, *x.shape[1:]), batch)
-
     def count_experts(params, micro):
         def body(acc, mb):
             tokens, seg, pos = ring_order(mb["tokens"], mb["segment_ids"], mb["positions"])
@@ -233,25 +233,23 @@ def build_train_step(cfg: TrainConfig, mesh: Mesh, model_config: Qwen3Config | N
         if A == 1:  # the micro-batch is the whole global batch: its own counts are the global ones
             (loss, aux), grads = grad_fn(params, batch, n_targets, n_real, None)
         else:
-            micro = split(batch)
+            micro = accumulate.split(batch, A, mesh, batch_spec)
             if mc.is_moe and t.moe_global_counts:
                 counts = count_experts(params, micro)
                 global_stats = RouterStats(counts=counts, prob_sum=jnp.zeros_like(counts), tokens=n_real)
-
-            def body(carry, mb):
-                g_acc, l_acc, a_acc = carry
-                (loss, aux), g = grad_fn(params, mb, n_targets, n_real, global_stats)
-                g_acc = jax.tree.map(jnp.add, g_acc, g)
-                g_acc = jax.lax.with_sharding_constraint(g_acc, p_shardings)
-                return (g_acc, l_acc + loss, jax.tree.map(jnp.add, a_acc, aux)), None
-
-            zeros = jax.tree.map(jnp.zeros_like, params)
             aux0 = {"ce_sum": jnp.zeros((), jnp.float32)}
             if mc.is_moe:
                 L = sum(1 for k in mc.layer_kinds if k == "moe")
                 aux0.update(balance=jnp.zeros((), jnp.float32), z_loss=jnp.zeros((), jnp.float32),
                             counts=jnp.zeros((L, mc.num_experts), jnp.float32))
-            (grads, loss, aux), _ = jax.lax.scan(body, (zeros, jnp.zeros((), jnp.float32), aux0), micro)
+            args = (n_targets, n_real, global_stats)
+            # Per-device sums reduced once need every micro-batch term to be a sum over rows; the
+            # balance loss of per-micro-batch counts is not (its counts would be one device's).
+            if (accumulate.pure_data_parallel(mesh) and accumulate.spreads(t.batch_size, A, mesh, batch_spec)
+                    and (global_stats is not None or not mc.is_moe)):
+                grads, loss, aux = accumulate.local_sum(grad_fn, params, micro, args, aux0, mesh, batch_spec)
+            else:
+                grads, loss, aux = accumulate.sharded_sum(grad_fn, params, micro, args, aux0, p_shardings)
         grad_norm = optax.tree.norm(grads)
         updates, opt_state = tx.update(grads, state["opt_state"], params)
         new_params = optax.apply_updates(params, updates)
