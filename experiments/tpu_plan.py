@@ -91,9 +91,9 @@ def _write(path: str, text: str) -> None:
 
 
 def table(results: dict) -> str:
-    rows = ["| model | task | slice (chips) | mesh | micro-batches | per chip: total / HBM | params | optimizer | "
+    rows = ["| model | task | slice (chips) | mesh | micro-batches | MoE capacity | per chip: total / HBM | params | optimizer | "
             "activations+temp | KV cache | headroom | model TFLOP/step | est. step (s) | collectives (GiB/step/chip) "
-            "| compile (s) |", "|" + "---|" * 15]
+            "| compile (s) |", "|" + "---|" * 16]
     for key in sorted(results, key=lambda k: (results[k]["task"], RELEASED.index(results[k]["model"]))):
         r = results[key]
         b = r.get("bytes_per_chip")
@@ -104,8 +104,9 @@ def table(results: dict) -> str:
                 if r.get("fits") else "does not fit")
         mesh = ",".join(f"{a}={v}" for a, v in (r.get("mesh") or {}).items())
         g = lambda k: f"{b.get(k, 0) / GiB:.1f}"  # noqa: E731
+        cap = (r.get("capacity_factor") or "dropless") if get_preset(r["model"]).is_moe and r["task"] == "train" else "-"
         rows.append(
-            f"| {r['model']} | {r['task']} | {r['topology']} ({r['chips']}) | {mesh} | {r.get('microbatches') or '-'} | "
+            f"| {r['model']} | {r['task']} | {r['topology']} ({r['chips']}) | {mesh} | {r.get('microbatches') or '-'} | {cap} | "
             f"{g('total')} / {r['hbm_bytes_per_chip'] / GiB:.1f} GiB | {g('params')} | {g('optimizer_state')} | "
             f"{g('activations_temporaries')} | {g('kv_cache')} | {head} | "
             f"{(r.get('model_flops_per_step') or 0) / 1e12:,.0f} | {r.get('estimated_step_seconds') or 0:.3g} | "
@@ -150,6 +151,7 @@ def main() -> int:
     ap.add_argument("--tasks", default="train,serve")
     ap.add_argument("--top", type=int, default=1, help="candidates compiled per slice")
     ap.add_argument("--fresh", action="store_true", help="recompute results already saved")
+    ap.add_argument("--report-only", action="store_true", help="rewrite the table and plot from the saved JSON")
     ap.add_argument("--min-chips", type=int, default=1, help="skip slices with fewer chips")
     ap.add_argument("--merge", default="", help="comma-separated JSON files of other runs to merge in first")
     args = ap.parse_args()
@@ -166,7 +168,7 @@ def main() -> int:
                     saved[key] = r
     from tqdm import tqdm
 
-    jobs = [(m, t) for t in filter(None, args.tasks.split(",")) for m in args.models.split(",")]
+    jobs = [] if args.report_only else [(m, t) for t in filter(None, args.tasks.split(",")) for m in args.models.split(",")]
     bar = tqdm(jobs, desc="tpu plan", unit="model")
     for model, task in bar:
         key = f"{model}/{task}"
@@ -186,8 +188,10 @@ def main() -> int:
           "memory is XLA's (arguments + outputs - donated + temporaries), split by the shards of params, optimizer "
           "state and KV cache; collectives are counted in the compiled HLO (loop trips included); model FLOPs are "
           "counted from the architecture. Training: global batch 256 x 4,096 = 1,048,576 tokens per step, bfloat16 "
-          "compute, float32 master weights and AdamW state, full remat, MoE expert-parallel capacity factor 1.25 "
-          "(`model.moe_capacity_factor` of the trainer). Serving: the engine's prefill of 64 prompts "
+          "compute, float32 master weights and AdamW state, full remat; MoE layers with the expert-parallel capacity "
+          "in the table (`model.moe_capacity_factor` of the trainer: 1.25 in the current settings, each chip "
+          "receiving at most 1.25 x its tokens x top-k routed rows; dropless reserves the worst case, expert-axis "
+          "times more). Serving: the engine's prefill of 64 prompts "
           "of 32,768 tokens and its decode loop over their cache. HBM per chip: v5p 95 GB, v6e 32 GB (Cloud TPU "
           "docs; XLA:TPU itself allows 95.74 GiB on v5p, so the v5p verdicts here are conservative). "
           "Collective bytes are the sizes of the buffers each instruction moves, per chip and step; for "

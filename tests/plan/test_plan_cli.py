@@ -40,6 +40,8 @@ def test_unfittable_request_json():
     (("--model", "tiny-moe", "--topology", "v5p-8", "--seq", "128", "--batch", "8", "--mesh", "data=8"),
      "covers 8 chips"),
     (("--model", "tiny-moe", "--topology", "v5p-8", "--seq", "99999", "--batch", "8"), "above the model's"),
+    (("--model", "tiny-moe", "--topology", "v5p-8", "--seq", "128", "--batch", "8", "--capacity-factor", "0"),
+     "--capacity-factor must be > 0"),
 ])
 def test_bad_input_exits_2(args, needle):
     r = _cli(*args)
