@@ -92,9 +92,11 @@ def _trip_count(cond: list[_Instr]) -> int | None:
 
 
 def _multipliers(comps, entry):
-    """How many times each computation runs per execution of the entry computation."""
+    """How many times each computation runs per execution of the entry computation, the while
+    loops whose trip count is unknown, and the computations that run inside a loop."""
     mult = {entry: 1}
     unknown = []
+    looped = set()
     order = [entry]
     i = 0
     while i < len(order):
@@ -114,13 +116,15 @@ def _multipliers(comps, entry):
             for callee in callees:
                 if callee not in comps:
                     continue
+                if ins.opcode == "while" or name in looped:
+                    looped.add(callee)
                 m = mult[name] * factor
                 if callee not in mult:
                     order.append(callee)
                     mult[callee] = m
                 else:
                     mult[callee] = max(mult[callee], m)
-    return mult, unknown
+    return mult, unknown, looped
 
 
 def _kind(opcode: str) -> str | None:
@@ -134,15 +138,17 @@ def collectives(text: str) -> dict:
     Returns:
       {"ops": {kind: {"count": static instructions, "executed": runs per step, "bytes": bytes moved
       per step}}, "unknown_loops": [while instructions whose trip count was not found],
-      "instructions": [(kind, bytes, runs per step, computation, op_name)]}.
+      "instructions": [(kind, bytes, runs per step, computation, op_name)],
+      "in_loops": {kind: static instructions inside a while loop (known trip count or not)}}.
     """
     comps, entry = _parse(text)
     if entry is None:
         raise ValueError("no ENTRY computation in the HLO text")
-    mult, unknown = _multipliers(comps, entry)
+    mult, unknown, looped = _multipliers(comps, entry)
     types = {name: {ins.name: ins.type_text for ins in instrs} for name, instrs in comps.items()}
     ops: dict[str, dict] = {}
     listing = []
+    in_loops: dict[str, int] = {}
     for name, instrs in comps.items():
         runs = mult.get(name)
         if runs is None:
@@ -160,7 +166,9 @@ def collectives(text: str) -> dict:
             e["bytes"] += size * runs
             m = re.search(r'op_name="([^"]*)"', ins.rest)
             listing.append((kind, size, runs, name, m.group(1) if m else ""))
-    return {"ops": ops, "unknown_loops": unknown, "instructions": listing}
+            if name in looped:
+                in_loops[kind] = in_loops.get(kind, 0) + 1
+    return {"ops": ops, "unknown_loops": unknown, "instructions": listing, "in_loops": in_loops}
 
 
 def all_gathers_of(text: str, shape_dims: tuple[int, ...]) -> list[tuple]:

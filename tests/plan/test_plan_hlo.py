@@ -43,6 +43,7 @@ def test_counts_trips_and_bytes():
     assert ops["reduce-scatter"] == {"count": 1, "executed": 1, "bytes": 16 * 4 * 4}  # the input is larger
     assert ops["all-reduce"] == {"count": 1, "executed": 1, "bytes": 4 * 4 * 4}  # counted at the start only
     assert r["unknown_loops"] == []
+    assert r["in_loops"] == {"all-gather": 1}
 
 
 def test_unknown_trip_count_is_reported():

@@ -61,19 +61,12 @@ def test_moe_micro_batches_equal_one_batch_under_data_parallelism():
     np.testing.assert_array_equal(one[2][0]["expert_counts"], acc[2][0]["expert_counts"])
 
 
-def _executed(cfg, mesh, op):
-    ts = build_train_step(cfg, mesh)
-    text = ts.lower(ts.abstract_state(), ts.abstract_batch()).compile().as_text()
-    c = hlo.collectives(text)
-    assert not c["unknown_loops"]
-    return c["ops"].get(op, {}).get("executed", 0)
-
-
 def test_data_parallel_gradients_are_reduced_once_per_step():
-    mesh = _mesh("data=4")
-    counts = [_executed(tiny_config(train={"batch_size": 16, "grad_accum": a}), mesh, "all-reduce") for a in (2, 4)]
-    assert counts[0] > 0
-    assert counts[0] == counts[1], f"all-reduces per step grow with the micro-batches: {counts}"
+    """No all-reduce runs inside a loop (the micro-batch scan): the gradients are reduced after it."""
+    ts = build_train_step(tiny_config(train={"batch_size": 16, "grad_accum": 4}), _mesh("data=4"))
+    c = hlo.collectives(ts.lower(ts.abstract_state(), ts.abstract_batch()).compile().as_text())
+    assert c["ops"]["all-reduce"]["count"] > 0
+    assert c["in_loops"].get("all-reduce", 0) == 0, c["in_loops"]
 
 
 def test_split_by_stride_keeps_rows_on_their_devices():
