@@ -5,11 +5,12 @@ keys [L, B, K, S, H] and values [L, B, K, H, S]. Inside a decode loop that costs
 XLA:CPU: every step slices each layer's weights out of the stack (a copy written and read again
 before the matmul) and rebuilds the stacked cache.
 
-`Split` runs the same `DecoderLayer` modules over per-layer params (prepared once, when the
-engine is built) and a per-layer cache, with the layer loop unrolled at trace time, so each matmul
-reads its weights where they lie and each cache update is in place. The price is a second copy of
-the layer weights held by the engine. Each projection becomes one 2-D matrix product (batch 1
-decode is a vector-matrix product, which XLA:CPU runs near memory bandwidth only in these shapes):
+`Split` runs the same model with `unrolled=True` (see `Qwen3`): the same `DecoderLayer` modules
+over per-layer params (prepared once, when the engine is built) and a per-layer cache, the layer
+loop unrolled at trace time, so each matmul reads its weights where they lie and each cache update
+is in place. The price is a second copy of the layer weights held by the engine. Each projection becomes one 2-D matrix product (batch 1
+decode is a vector-matrix product, which XLA:CPU runs near memory bandwidth only in these shapes;
+a Flax method interceptor, `_Matmuls`, swaps them in for the modules' einsums):
 
 * `o_proj` ("BTNH,NHD->BTD") as a product over N*H (a free reshape of its row-major kernel); with
   two contracting axes XLA:CPU otherwise copies the kernel into a fresh buffer at every step.
@@ -51,9 +52,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from qwen3_jax.config import layer_segments
-from qwen3_jax.model.block import DecoderLayer
-from qwen3_jax.model.layers import Einsum, Embed, RMSNorm
-from qwen3_jax.model.transformer import Output, attention_inputs, init_cache
+from qwen3_jax.model.layers import Einsum, Embed
+from qwen3_jax.model.transformer import Output, init_cache
 
 # Logical axes of one layer's cache: keys [B, K, S, H], values [B, K, H, S] (see `update_cache`).
 CACHE_AXES = {"k": ("batch", "act_kv_heads", "cache_length", "head_dim"),
@@ -86,10 +86,9 @@ class Stacked:
         """Params as the forward takes them (unchanged)."""
         return params
 
-    def apply(self, params, ids, mask, cache, write_at, logits_at) -> Output:
-        """Forward with a cache: see `Qwen3.__call__`."""
-        return self.module.apply({"params": params}, ids, attention_mask=mask, cache=cache, write_at=write_at,
-                                 logits_at=logits_at)
+    def apply(self, params, ids, mask, cache, write_at, logits_at, positions=None) -> Output:
+        """Forward with a cache: `Qwen3.__call__` (mask is its attention_mask, over the cache slots)."""
+        return self.module.apply({"params": params}, ids, positions, mask, cache, write_at, logits_at=logits_at)
 
     def init_cache(self, batch: int, length: int):
         """An empty cache of `length` slots per row."""
@@ -177,8 +176,9 @@ class _Matmuls:
     layer calls q, k, v, then gate, up, in that order, with the same input).
     """
 
-    def __init__(self, config):
+    def __init__(self, config, transposed: bool):
         self.config = config
+        self.transposed = transposed
         self.pending = {}
 
     def out_dims(self, name: str, mod) -> tuple[int, ...]:
@@ -191,6 +191,9 @@ class _Matmuls:
 
     def __call__(self, next_fun, args, kwargs, context):
         mod = context.module
+        if isinstance(mod, Embed) and context.method_name == "attend" and self.transposed:
+            # the tied head: the [V, D] table already is an [out, in] matrix
+            return _matmul_t(args[0], mod.get_variable("params", "embedding"), mod.dtype)
         if not (isinstance(mod, Einsum) and context.method_name == "__call__"):
             return next_fun(*args, **kwargs)
         if mod.name in self.pending:
@@ -241,7 +244,7 @@ class Split(Stacked):
         self._split = None
 
     def prepare(self, params):
-        """Splits every stacked segment into a tuple of per-layer trees (one copy, on device).
+        """Splits every stacked segment into per-layer trees {"0": ..., "1": ...} (one copy, on device).
 
         One jitted function per instance: new params of the same shapes (an RL policy after each
         update) reuse its compiled program.
@@ -257,7 +260,7 @@ class Split(Stacked):
             return _prepare_projections(t, self.transposed, self.fuse)
 
         def split(p):
-            return {k: (tuple(fix(jax.tree.map(lambda a, i=i: a[i], v)) for i in range(segs[k])) if k in segs
+            return {k: ({str(i): fix(jax.tree.map(lambda a, i=i: a[i], v)) for i in range(segs[k])} if k in segs
                         else (fix({k: v})[k] if k == "lm_head" else v))
                     for k, v in p.items()}
 
@@ -272,50 +275,16 @@ class Split(Stacked):
 
     def init_cache(self, batch: int, length: int):
         """Per layer: keys [B, K, S, H], values [B, K, H, S] (zeros), float32 (see the module docstring)."""
-        c = self.module.config
-        K, H, dt = c.num_key_value_heads, c.head_dim, jnp.float32
-        return {s.name: tuple({"k": jnp.zeros((batch, K, length, H), dt), "v": jnp.zeros((batch, K, H, length), dt)}
-                              for _ in range(s.length))
-                for s in layer_segments(c)}
+        return init_cache(self.module.config, batch, length, jnp.float32, unrolled=True)
 
     def constrain(self, cache):
         return _constrain(cache, stacked=False)
 
-    def apply(self, params, ids, mask, cache, write_at, logits_at) -> Output:
-        """The same computation as `Qwen3.__call__` with a cache, over split params."""
-        m = self.module
-        c, dt, pdt = m.config, m.dtype, m.param_dtype
-        impl, platform = m.attention_choice() if hasattr(m, "attention_choice") else ("xla", "")
-        cos, sin, attn_mask = attention_inputs(c, ids.shape, dt, None, mask, True, write_at, attention_impl=impl)
-        embed = Embed(c.vocab_size, c.hidden_size, dt, pdt)
-        x = embed.apply({"params": params["embed_tokens"]}, ids)
-        x = nn.with_logical_constraint(x, ("batch", "length", "act_embed"))
-        matmuls = _Matmuls(c)
-        new_cache = {}
-        for seg in layer_segments(c):
-            layer = DecoderLayer(c, seg.kind, dt, pdt, m.moe_impl,
-                                 moe_capacity_factor=getattr(m, "moe_capacity_factor", None),
-                                 attention_impl=impl, attention_platform=platform)
-            out = []
-            for lp, lc in zip(params[seg.name], cache[seg.name]):
-                with nn.intercept_methods(matmuls):
-                    x, (lc, _, _) = layer.apply({"params": lp}, x, lc, cos, sin, attn_mask, write_at)
-                out.append(lc)
-            new_cache[seg.name] = tuple(out)
-        x = RMSNorm(c.rms_norm_eps, "norm", pdt).apply({"params": params["norm"]}, x)
-        if logits_at is not None:
-            x = jnp.take_along_axis(x, logits_at.astype(jnp.int32)[:, None, None], axis=1)
-        if c.tie_word_embeddings and self.transposed:  # the [V, D] table is an [out, in] matrix
-            logits = _matmul_t(x, params["embed_tokens"]["embedding"], dt)
-        elif c.tie_word_embeddings:
-            logits = embed.apply({"params": params["embed_tokens"]}, x, method=Embed.attend)
-        else:
-            head = Einsum((c.hidden_size, c.vocab_size), ("embed", "vocab"), "BTD,DV->BTV", dtype=dt, param_dtype=pdt,
-                          name="lm_head")
-            with nn.intercept_methods(matmuls):
-                logits = head.apply({"params": params["lm_head"]}, x)
-        logits = nn.with_logical_constraint(logits, ("batch", "length", "act_vocab"))
-        return Output(logits=logits, cache=new_cache)
+    def apply(self, params, ids, mask, cache, write_at, logits_at, positions=None) -> Output:
+        """`Qwen3.__call__` with a cache, unrolled over the split params, projections as 2-D products."""
+        with nn.intercept_methods(_Matmuls(self.module.config, self.transposed)):
+            return self.module.clone(unrolled=True).apply({"params": params}, ids, positions, mask, cache, write_at,
+                                                          logits_at=logits_at)
 
 
 LAYOUTS = {"stacked": Stacked, "split": Split}

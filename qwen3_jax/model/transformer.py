@@ -17,13 +17,15 @@ Parameter tree (Linen names mirror the Hugging Face checkpoint; L = layers of th
     lm_head/kernel                         [D, V]         (untied models only)
 
 Configs that mix dense and MoE layers get one such stack per run of equal layers
-("layers_0", "layers_1", ...; see `config.layer_segments`).
+("layers_0", "layers_1", ...; see `config.layer_segments`). With `unrolled=True` each stack holds
+one tree per layer instead, without the leading [L] axis ("layers/0/...", "layers/1/...").
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import functools
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
@@ -91,6 +93,10 @@ class Qwen3(nn.Module):
         order of `ops.ring_attention.to_zigzag` (default positions are then permuted here).
       attention_platform: platform the attention kernels are chosen for ("" = decided at trace time
         from the default backend; `qwen3_jax.load` sets it from the mesh's devices).
+      unrolled: False: each stack of layers is one `nn.scan` over params stacked [L, ...] (and a
+        cache {"k": [L, ...], "v": [L, ...]}). True: one module, param tree and cache entry per
+        layer (params "layers/0/...", cache {"layers": ({"k", "v"}, ...)}), the loop unrolled at
+        trace time; the generation engine's CPU decode layout (`generate.forward.Split`).
     """
 
     config: Qwen3Config
@@ -102,6 +108,7 @@ class Qwen3(nn.Module):
     attention_impl: str = "xla"
     ring_layout: str = "contiguous"
     attention_platform: str = ""
+    unrolled: bool = False
 
     def attention_choice(self) -> tuple[str, str]:
         """(impl, platform) this module runs, "auto" and an empty platform resolved."""
@@ -142,16 +149,20 @@ class Qwen3(nn.Module):
             layer_cls = DecoderLayer
             if self.remat != "none":
                 layer_cls = nn.remat(DecoderLayer, policy=REMAT_POLICIES[self.remat], prevent_cse=False)
-            stack = nn.scan(
-                layer_cls,
-                variable_axes={"params": 0, "intermediates": 0},  # per-layer sown MoE drop counts
-                split_rngs={"params": True},
-                in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
-                length=seg.length,
-                metadata_params={nn.PARTITION_NAME: "layers"},
-            )(c, seg.kind, self.dtype, self.param_dtype, self.moe_impl, return_hidden,
-              moe_capacity_factor=self.moe_capacity_factor, attention_impl=impl, ring_layout=self.ring_layout,
-              attention_platform=platform, name=seg.name)
+            args = (c, seg.kind, self.dtype, self.param_dtype, self.moe_impl, return_hidden)
+            kwargs = dict(moe_capacity_factor=self.moe_capacity_factor, attention_impl=impl,
+                          ring_layout=self.ring_layout, attention_platform=platform)
+            if self.unrolled:
+                stack = UnrolledLayers(functools.partial(layer_cls, *args, **kwargs), seg.length, name=seg.name)
+            else:
+                stack = nn.scan(
+                    layer_cls,
+                    variable_axes={"params": 0, "intermediates": 0},  # per-layer sown MoE drop counts
+                    split_rngs={"params": True},
+                    in_axes=(0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+                    length=seg.length,
+                    metadata_params={nn.PARTITION_NAME: "layers"},
+                )(*args, **kwargs, name=seg.name)
             seg_cache = None if cache is None else cache[seg.name]
             x, (seg_cache, seg_router, seg_hidden) = stack(x, seg_cache, cos, sin, mask, write_at)
             if cache is not None:
@@ -181,6 +192,34 @@ class Qwen3(nn.Module):
             router_logits=jnp.concatenate(router_logits, axis=0) if router_logits else None,
             hidden_states=hidden,
         )
+
+
+class UnrolledLayers(nn.Module):
+    """`length` layers applied in turn, each its own submodule ("0", "1", ...): `nn.scan` unrolled.
+
+    Takes and returns what the scanned stack does, except that the cache is a tuple of per-layer
+    caches ({"k": [B, K, S, H], "v": [B, K, H, S]} each) instead of arrays with a leading [L] axis.
+
+    Attributes:
+      layer: builds one layer given its name (a `DecoderLayer` with its arguments bound).
+      length: number of layers.
+    """
+
+    layer: Callable[..., nn.Module]
+    length: int
+
+    @nn.compact
+    def __call__(self, x, cache, cos, sin, mask, write_at):
+        caches, routers, hidden = [], [], []
+        for i in range(self.length):
+            x, (layer_cache, router, h) = self.layer(name=str(i))(x, None if cache is None else cache[i], cos, sin,
+                                                                   mask, write_at)
+            caches.append(layer_cache)
+            routers.append(router)
+            hidden.append(h)
+        return x, (None if cache is None else tuple(caches),
+                   None if routers[0] is None else jnp.stack(routers),
+                   None if hidden[0] is None else jnp.stack(hidden))
 
 
 def attention_inputs(config: Qwen3Config, shape: tuple[int, int], dtype, positions=None, attention_mask=None,
@@ -231,14 +270,19 @@ def attention_inputs(config: Qwen3Config, shape: tuple[int, int], dtype, positio
     return cos, sin, causal_mask(q_slots, kv_valid, segment_ids)
 
 
-def init_cache(config: Qwen3Config, batch: int, length: int, dtype=jnp.bfloat16) -> dict:
-    """An empty KV cache: {segment: {"k": [L_seg, B, K, S, H], "v": [L_seg, B, K, H, S]}} (see `update_cache`)."""
+def init_cache(config: Qwen3Config, batch: int, length: int, dtype=jnp.bfloat16, unrolled: bool = False) -> dict:
+    """An empty KV cache (see `update_cache`).
+
+    {segment: {"k": [L_seg, B, K, S, H], "v": [L_seg, B, K, H, S]}}, or with `unrolled` (for
+    `Qwen3(unrolled=True)`) {segment: ({"k": [B, K, S, H], "v": [B, K, H, S]}, ...)}, one per layer.
+    """
     K, H = config.num_key_value_heads, config.head_dim
-    return {
-        seg.name: {"k": jnp.zeros((seg.length, batch, K, length, H), dtype),
-                   "v": jnp.zeros((seg.length, batch, K, H, length), dtype)}
-        for seg in layer_segments(config)
-    }
+
+    def zeros(*lead):
+        return {"k": jnp.zeros((*lead, batch, K, length, H), dtype), "v": jnp.zeros((*lead, batch, K, H, length), dtype)}
+
+    return {seg.name: tuple(zeros() for _ in range(seg.length)) if unrolled else zeros(seg.length)
+            for seg in layer_segments(config)}
 
 
 # NumPy, not jnp: creating a JAX array at import would start the backends (and fix the device count).

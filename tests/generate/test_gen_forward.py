@@ -50,13 +50,53 @@ def test_split_matches_stacked(preset, dtype, tol, transposed):
             _close(step.cache["layers"][layer][name], ref_step.cache["layers"][name][layer], tol)
     # q/k/v are one matrix; a dense MLP's gate/up another
     c = model.config
-    attn = params["layers"][0]["self_attn"]
+    attn = params["layers"]["0"]["self_attn"]
     fused = attn["q_proj"]["w_t" if split.transposed else "w"]
     qkv = (c.num_attention_heads + 2 * c.num_key_value_heads) * c.head_dim
     assert fused.shape == ((qkv, c.hidden_size) if split.transposed else (c.hidden_size, qkv))
     assert attn["k_proj"] == {} and attn["v_proj"] == {}
     if preset == "tiny-dense":
-        assert params["layers"][0]["mlp"]["up_proj"] == {}
+        assert params["layers"]["0"]["mlp"]["up_proj"] == {}
+
+
+def test_split_takes_positions():
+    """Both layouts run `Qwen3.__call__`, so explicit RoPE positions reach the split forward too."""
+    model = qwen3_jax.load("tiny-dense")
+    B, T = 2, 5
+    ids = jnp.asarray(np.random.default_rng(1).integers(0, 150_000, (B, T)), jnp.int32)
+    valid, at = jnp.ones((B, T), bool), jnp.zeros((B,), jnp.int32)
+    shifted = jnp.broadcast_to(3 * jnp.arange(T), (B, T))  # not a uniform shift: RoPE sees offsets only
+    got = {}
+    for fwd in (Stacked(model.module), Split(model.module, fuse=True)):
+        p = fwd.prepare(model.params)
+        got[type(fwd).__name__] = [fwd.apply(p, ids, valid, fwd.init_cache(B, T), at, None, positions=pos).logits
+                                   for pos in (None, shifted)]
+    _close(got["Split"][1], got["Stacked"][1], 1e-5)
+    _close(got["Split"][0], got["Stacked"][0], 1e-5)
+    assert np.abs(np.asarray(got["Split"][1] - got["Split"][0])).max() > 1e-3  # the positions were used
+
+
+def test_unrolled_model_matches_scanned():
+    """`Qwen3(unrolled=True)` over per-layer params: the scanned model's logits, router logits and hidden states.
+
+    A config mixing dense and MoE layers, so that there are two stacks ("layers_0", "layers_1")."""
+    from qwen3_jax.testing import SMALL_MOE
+
+    cfg = qwen3_jax.Qwen3Config(**{**SMALL_MOE, "num_hidden_layers": 4, "mlp_only_layers": (0, 1)})
+    model = qwen3_jax.Model(cfg, qwen3_jax.init_params(cfg))
+    unrolled = model.module.clone(unrolled=True)
+    shapes = jax.eval_shape(unrolled.init, jax.random.key(0), jnp.zeros((1, 1), jnp.int32))["params"]
+    assert sorted(shapes) == sorted(model.params) and sorted(shapes["layers_1"]) == ["0", "1"]
+    params = {k: ({str(i): jax.tree.map(lambda a, i=i: a[i], v) for i in range(2)} if k.startswith("layers") else v)
+              for k, v in model.params.items()}
+    ids = jnp.asarray(np.random.default_rng(2).integers(0, cfg.vocab_size, (2, 6)), jnp.int32)
+    ref = model.module.apply({"params": model.params}, ids, return_hidden=True)
+    got = unrolled.apply({"params": params}, ids, return_hidden=True)
+    _close(got.logits, ref.logits, 1e-5)
+    _close(got.router_logits, ref.router_logits, 1e-5)
+    assert len(got.hidden_states) == len(ref.hidden_states) == cfg.num_hidden_layers + 1
+    for g, r in zip(got.hidden_states, ref.hidden_states):
+        _close(g, r, 1e-5)
 
 
 def test_cache_layout():
