@@ -46,7 +46,7 @@ def main():
 
     shape = dict(hidden_size=256, intermediate_size=768, num_hidden_layers=4, num_attention_heads=4,
                  num_key_value_heads=2, head_dim=64, max_position_embeddings=1024, tie_word_embeddings=True,
-                 name="bench-rl")
+                 rope_theta=1e6, name="bench-rl")
     cfg = Qwen3Config(**shape)
     tok = qwen3_jax.Tokenizer.qwen3()
     model = qwen3_jax.Model(cfg, qwen3_jax.init_params(cfg, 0))

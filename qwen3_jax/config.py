@@ -6,6 +6,12 @@ choices (compute dtype, remat, MoE kernel) are arguments of the model, not confi
 It reads the `config.json` of both transformers generations:
 * 4.51+ (released Qwen3 checkpoints): `rope_theta`, `rope_scaling`, `num_experts`;
 * 5.x (`save_pretrained` today): `rope_parameters: {rope_theta, rope_type, ...}`, `num_local_experts`.
+
+One set of defaults: the dataclass defaults are transformers' (`Qwen3Config` for the shared fields,
+`Qwen3MoeConfig` for the MoE fields), and a key that a config.json leaves out takes the same
+default here as there (`Qwen3Config.from_hf_dict`); for a "qwen3_moe" file the few shared fields
+whose `Qwen3MoeConfig` default differs come from `HF_MOE_DEFAULTS`. The released models' values
+(rope_theta 1e6, context 40,960, ...) are spelled out in `presets.py`, not taken from defaults.
 """
 
 from __future__ import annotations
@@ -17,6 +23,10 @@ import os
 from typing import Any, Mapping
 
 MODEL_TYPES = ("qwen3", "qwen3_moe")
+# transformers' Qwen3MoeConfig defaults where they differ from Qwen3Config's (the dataclass
+# defaults); head_dim None: hidden_size // num_attention_heads, as the MoE attention takes it.
+HF_MOE_DEFAULTS = dict(hidden_size=2048, intermediate_size=6144, num_hidden_layers=24, num_key_value_heads=4,
+                       head_dim=None, num_experts=128)
 
 
 class ConfigError(ValueError):
@@ -80,6 +90,9 @@ class DualChunkAttention:
 class Qwen3Config:
     """Architecture of a Qwen3 model (dense when `num_experts == 0`).
 
+    The defaults are transformers' (see the module docstring), not a released model's: take a
+    preset (`presets.get_preset`) for those.
+
     Attributes:
       vocab_size: rows of the embedding (151,936; the tokenizer uses 151,669 of them).
       hidden_size: model width D.
@@ -89,9 +102,9 @@ class Qwen3Config:
       num_key_value_heads: KV heads K (GQA; N must be a multiple of K).
       head_dim: H, 128 for every released model; NOT hidden_size / heads.
       rms_norm_eps: epsilon of every RMSNorm, q/k norms included.
-      rope_theta: RoPE base (1e6 after ABF).
+      rope_theta: RoPE base (1e6 in the released models, after ABF).
       rope_scaling: optional YaRN scaling (not used with dual chunk attention, as in vLLM).
-      max_position_embeddings: context the config advertises (40,960).
+      max_position_embeddings: context the config advertises (40,960 in the released models).
       tie_word_embeddings: the LM head reuses the embedding (0.6B, 1.7B, 4B).
       num_experts: E; 0 for dense models.
       num_experts_per_tok: top-k of the router.
@@ -107,25 +120,25 @@ class Qwen3Config:
 
     vocab_size: int = 151936
     hidden_size: int = 4096
-    intermediate_size: int = 12288
-    num_hidden_layers: int = 36
+    intermediate_size: int = 22016
+    num_hidden_layers: int = 32
     num_attention_heads: int = 32
-    num_key_value_heads: int = 8
+    num_key_value_heads: int = 32
     head_dim: int = 128
     rms_norm_eps: float = 1e-6
-    rope_theta: float = 1_000_000.0
+    rope_theta: float = 10_000.0
     rope_scaling: RopeScaling | None = None
-    max_position_embeddings: int = 40960
+    max_position_embeddings: int = 32768
     tie_word_embeddings: bool = False
     num_experts: int = 0
-    num_experts_per_tok: int = 0
-    moe_intermediate_size: int = 0
-    norm_topk_prob: bool = True
+    num_experts_per_tok: int = 8
+    moe_intermediate_size: int = 768
+    norm_topk_prob: bool = False
     decoder_sparse_step: int = 1
     mlp_only_layers: tuple[int, ...] = ()
     router_aux_loss_coef: float = 0.001
-    bos_token_id: int | None = 151643
-    eos_token_id: int | tuple[int, ...] | None = 151645
+    bos_token_id: int | None = None
+    eos_token_id: int | tuple[int, ...] | None = None
     dual_chunk_attention_config: DualChunkAttention | None = None
     name: str = ""
 
@@ -247,11 +260,9 @@ class Qwen3Config:
     def from_hf_dict(cls, d: Mapping[str, Any], name: str = "") -> "Qwen3Config":
         """Builds a config from a parsed `config.json` (transformers 4.51+ or 5.x names).
 
-        Keys left out take transformers' defaults for the same key (`rope_theta` 10000,
-        `norm_topk_prob` false, ...), so a file means here what it means there. This matters:
-        `save_pretrained` writes only the keys that differ from transformers' defaults, so a
-        missing `norm_topk_prob` means false. The dataclass defaults instead describe the released
-        models (every released config.json spells these keys out), for building configs in code.
+        A key left out takes transformers' default for the file's model_type (the dataclass
+        defaults, and `HF_MOE_DEFAULTS` for "qwen3_moe"), so a file means here what it means
+        there; `save_pretrained` may leave out keys equal to those defaults.
         """
         if not isinstance(d, Mapping):
             raise ConfigError(f"config.json must hold a JSON object, got a {type(d).__name__}")
@@ -265,13 +276,15 @@ class Qwen3Config:
             raise ConfigError("config.json use_sliding_window=true: sliding-window attention is not supported")
         if d.get("hidden_act", "silu") != "silu":
             raise ConfigError(f"config.json hidden_act={d['hidden_act']!r}: only 'silu' is supported")
-        missing = [k for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads")
-                   if k not in d]
-        if missing:
-            raise ConfigError(f"config.json lacks required keys {missing}")
+        defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+        if mt == "qwen3_moe":
+            defaults.update(HF_MOE_DEFAULTS)
 
-        def number(key, default, kind=(int, float)):
-            v = d.get(key, default)
+        def get(key):
+            return d[key] if key in d else defaults[key]
+
+        def number(key, kind=(int, float)):
+            v = get(key)
             if v is None or isinstance(v, bool) or not isinstance(v, kind):
                 raise ConfigError(f"config.json {key}={v!r} must be {'an integer' if kind is int else 'a number'}, "
                                   f"got {type(v).__name__}")
@@ -283,7 +296,7 @@ class Qwen3Config:
                 raise ConfigError(f"config.json {key} must be {'an object' if kind is Mapping else 'a list'}, "
                                   f"got {d[key]!r:.60}")
         rope = d.get("rope_parameters") or {}
-        rope_theta = d.get("rope_theta", rope.get("rope_theta", 10000.0))
+        rope_theta = d.get("rope_theta", rope.get("rope_theta", defaults["rope_theta"]))
         if isinstance(rope_theta, bool) or not isinstance(rope_theta, (int, float)):
             raise ConfigError(f"config.json rope_theta={rope_theta!r} must be a number")
         scaling = d.get("rope_scaling")
@@ -294,29 +307,33 @@ class Qwen3Config:
             rtype = scaling.get("rope_type", scaling.get("type", "default"))
             scaling = None if rtype == "default" else _rope_scaling_from_dict(scaling)
 
-        key = "num_experts" if d.get("num_experts") is not None else "num_local_experts"
-        num_experts = number(key, 0, int) if d.get(key) is not None else 0
-        if mt == "qwen3":
-            num_experts = 0
-        elif num_experts <= 0:
-            raise ConfigError("config.json model_type='qwen3_moe' but num_experts is missing or 0")
-        heads = number("num_attention_heads", None, int)
-        head_dim = d.get("head_dim") or number("hidden_size", None, int) // max(heads, 1)
+        num_experts = 0
+        if mt == "qwen3_moe":
+            key = "num_local_experts" if "num_local_experts" in d and "num_experts" not in d else "num_experts"
+            num_experts = number(key, int)
+            if num_experts <= 0:
+                raise ConfigError(f"config.json model_type='qwen3_moe' but {key}={num_experts}")
+        heads = number("num_attention_heads", int)
+        # null (not left out) means "as many as the query heads" / "hidden_size // heads", as in transformers
+        kv_heads = heads if "num_key_value_heads" in d and d["num_key_value_heads"] is None else get(
+            "num_key_value_heads")
+        head_dim = get("head_dim") or number("hidden_size", int) // max(heads, 1)
+        eos = get("eos_token_id")
         kw = dict(
-            vocab_size=d["vocab_size"],
-            hidden_size=d["hidden_size"],
-            intermediate_size=d.get("intermediate_size", 0),
-            num_hidden_layers=d["num_hidden_layers"],
+            vocab_size=get("vocab_size"),
+            hidden_size=get("hidden_size"),
+            intermediate_size=get("intermediate_size"),
+            num_hidden_layers=get("num_hidden_layers"),
             num_attention_heads=heads,
-            num_key_value_heads=d.get("num_key_value_heads", heads),
+            num_key_value_heads=kv_heads,
             head_dim=head_dim,
-            rms_norm_eps=d.get("rms_norm_eps", 1e-6),
+            rms_norm_eps=get("rms_norm_eps"),
             rope_theta=float(rope_theta),
             rope_scaling=scaling,
-            max_position_embeddings=d.get("max_position_embeddings", 40960),
-            tie_word_embeddings=d.get("tie_word_embeddings", False),
-            bos_token_id=d.get("bos_token_id"),
-            eos_token_id=tuple(d["eos_token_id"]) if isinstance(d.get("eos_token_id"), list) else d.get("eos_token_id"),
+            max_position_embeddings=get("max_position_embeddings"),
+            tie_word_embeddings=get("tie_word_embeddings"),
+            bos_token_id=get("bos_token_id"),
+            eos_token_id=tuple(eos) if isinstance(eos, list) else eos,
             name=name or d.get("_name_or_path", "") or "",
         )
         if d.get("dual_chunk_attention_config") is not None:
@@ -324,12 +341,12 @@ class Qwen3Config:
         if num_experts:
             kw.update(
                 num_experts=num_experts,
-                num_experts_per_tok=d.get("num_experts_per_tok", 8),
-                moe_intermediate_size=d.get("moe_intermediate_size", 0),
-                norm_topk_prob=d.get("norm_topk_prob", False),
-                decoder_sparse_step=d.get("decoder_sparse_step", 1),
-                mlp_only_layers=tuple(d.get("mlp_only_layers") or ()),
-                router_aux_loss_coef=d.get("router_aux_loss_coef", 0.001),
+                num_experts_per_tok=get("num_experts_per_tok"),
+                moe_intermediate_size=get("moe_intermediate_size"),
+                norm_topk_prob=get("norm_topk_prob"),
+                decoder_sparse_step=get("decoder_sparse_step"),
+                mlp_only_layers=tuple(get("mlp_only_layers") or ()),
+                router_aux_loss_coef=get("router_aux_loss_coef"),
             )
         return cls(**kw)
 

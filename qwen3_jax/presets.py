@@ -17,6 +17,9 @@ import yaml
 
 from qwen3_jax.config import Qwen3Config
 
+# What every released model shares, spelled out: the dataclass defaults are transformers' (config.py).
+_RELEASED = dict(vocab_size=151936, head_dim=128, rms_norm_eps=1e-6, rope_theta=1_000_000.0,
+                 max_position_embeddings=40960, bos_token_id=151643, eos_token_id=151645)
 _DENSE = dict(num_experts=0)
 _MOE = dict(num_experts=128, num_experts_per_tok=8, norm_topk_prob=True, decoder_sparse_step=1,
             mlp_only_layers=(), router_aux_loss_coef=0.001)
@@ -24,8 +27,8 @@ _MOE = dict(num_experts=128, num_experts_per_tok=8, norm_topk_prob=True, decoder
 
 def _p(name, hidden, inter, layers, heads, kv, tie, **extra) -> Qwen3Config:
     return Qwen3Config(name=name, hidden_size=hidden, intermediate_size=inter, num_hidden_layers=layers,
-                       num_attention_heads=heads, num_key_value_heads=kv, head_dim=128,
-                       tie_word_embeddings=tie, **extra)
+                       num_attention_heads=heads, num_key_value_heads=kv, tie_word_embeddings=tie,
+                       **_RELEASED, **extra)
 
 
 PRESETS: dict[str, Qwen3Config] = {
@@ -40,14 +43,14 @@ PRESETS: dict[str, Qwen3Config] = {
         _p("Qwen3-30B-A3B", 2048, 6144, 48, 32, 4, False, moe_intermediate_size=768, **_MOE),
         _p("Qwen3-235B-A22B", 4096, 12288, 94, 64, 4, False, moe_intermediate_size=1536, **_MOE),
         # Small random-weight shapes for tests, demos and CPU benchmarks (not released models).
-        # They keep the real vocabulary so the real tokenizer works with them.
+        # They keep the real vocabulary and special ids so the real tokenizer works with them.
         Qwen3Config(name="tiny-dense", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                    num_attention_heads=4, num_key_value_heads=2, head_dim=32, tie_word_embeddings=True,
-                    max_position_embeddings=4096),
+                    num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True,
+                    **{**_RELEASED, "head_dim": 32, "max_position_embeddings": 4096}),
         Qwen3Config(name="tiny-moe", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                    num_attention_heads=4, num_key_value_heads=2, head_dim=32, num_experts=8,
+                    num_attention_heads=4, num_key_value_heads=2, num_experts=8,
                     num_experts_per_tok=2, moe_intermediate_size=32, norm_topk_prob=True,
-                    max_position_embeddings=4096),
+                    **{**_RELEASED, "head_dim": 32, "max_position_embeddings": 4096}),
     )
 }
 

@@ -125,6 +125,69 @@ def test_hf_dict_round_trip_and_transformers_reads_it(name, tmp_path):
         assert (experts, hf.num_experts_per_tok, hf.norm_topk_prob) == (cfg.num_experts, 8 if "A" in name else 2, True)
 
 
+# Our field -> how transformers' config object holds it.
+def _hf_value(hf, field):
+    if field == "rope_theta":
+        return hf.rope_parameters["rope_theta"]
+    if field == "head_dim":
+        return getattr(hf, "head_dim", None) or hf.hidden_size // hf.num_attention_heads  # as the attention takes it
+    if field == "num_experts":
+        return getattr(hf, "num_local_experts", getattr(hf, "num_experts", 0)) if hf.model_type == "qwen3_moe" else 0
+    if field == "mlp_only_layers":
+        return tuple(hf.mlp_only_layers)
+    if field == "rope_scaling":
+        return None if hf.rope_parameters.get("rope_type", "default") == "default" else hf.rope_parameters
+    return getattr(hf, field)
+
+
+HF_FIELDS = ("vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+             "num_key_value_heads", "head_dim", "rms_norm_eps", "rope_theta", "rope_scaling", "max_position_embeddings",
+             "tie_word_embeddings", "bos_token_id", "eos_token_id", "num_experts")
+MOE_FIELDS = ("num_experts_per_tok", "moe_intermediate_size", "norm_topk_prob", "decoder_sparse_step",
+              "mlp_only_layers", "router_aux_loss_coef")
+
+
+@pytest.mark.parametrize("model_type", ["qwen3", "qwen3_moe"])
+def test_defaults_are_transformers_defaults(model_type):
+    """One set of defaults: the dataclass's, a config.json with nothing but its model_type, and transformers'."""
+    import transformers
+
+    moe_cls = transformers.Qwen3MoeConfig
+    hf_cls = transformers.Qwen3Config if model_type == "qwen3" else moe_cls
+    got = Qwen3Config.from_hf_dict({"model_type": model_type})
+    hf = hf_cls()
+    for f in HF_FIELDS:
+        assert getattr(got, f) == _hf_value(hf, f), f
+    for f in MOE_FIELDS:  # a dense model's (unused) MoE fields take Qwen3MoeConfig's defaults too
+        assert getattr(got, f) == _hf_value(moe_cls(), f), f
+    if model_type == "qwen3":
+        assert got == Qwen3Config()  # the dataclass defaults are the same ones
+
+
+@pytest.mark.parametrize("model_type", ["qwen3", "qwen3_moe"])
+def test_each_left_out_key_means_what_it_means_in_transformers(model_type, tmp_path):
+    """A config.json without key k: transformers and `from_hf_dict` read the same value, for every k."""
+    import transformers
+
+    base = dict(HF_451_MOE) if model_type == "qwen3_moe" else {
+        k: v for k, v in HF_451_MOE.items() if k not in ("num_experts",) + MOE_FIELDS}
+    base.update(model_type=model_type, vocab_size=1000, hidden_size=128, intermediate_size=200, num_hidden_layers=3,
+                num_attention_heads=32, num_key_value_heads=2, head_dim=40, rms_norm_eps=1e-5, rope_theta=5e5,
+                max_position_embeddings=1234, tie_word_embeddings=True, bos_token_id=7, eos_token_id=[8, 9])
+    if model_type == "qwen3_moe":
+        base.update(num_experts=16, num_experts_per_tok=3, moe_intermediate_size=24, norm_topk_prob=True,
+                    decoder_sparse_step=2, mlp_only_layers=[0], router_aux_loss_coef=0.02)
+    fields = HF_FIELDS + (MOE_FIELDS if model_type == "qwen3_moe" else ())
+    for key in [k for k in base if k in fields or k == "rope_theta"]:
+        d = {k: v for k, v in base.items() if k != key}
+        (tmp_path / "config.json").write_text(json.dumps(d))
+        hf = transformers.AutoConfig.from_pretrained(tmp_path)
+        got = Qwen3Config.from_hf_dict(d)
+        for f in fields:
+            want = _hf_value(hf, f)
+            assert getattr(got, f) == (tuple(want) if isinstance(want, list) else want), (key, f)
+
+
 @pytest.mark.parametrize("change, message", [
     ({"model_type": "llama"}, "model_type='llama'"),
     ({"num_key_value_heads": 5}, "not a multiple of num_key_value_heads=5"),
