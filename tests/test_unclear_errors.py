@@ -49,6 +49,21 @@ def test_config_values_of_the_wrong_type_or_range(tmp_path, change, message):
     assert str(tmp_path / "config.json") in str(e.value)
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"vocab_size": "256"}, "vocab_size='256' must be an integer, got str"),
+    ({"hidden_size": True}, "hidden_size=True must be an integer"),
+    ({"num_hidden_layers": None}, "num_hidden_layers=None must be an integer"),
+    ({"max_position_embeddings": 0}, "max_position_embeddings=0 must be a positive integer"),
+])
+def test_config_values_of_the_wrong_type_on_the_cli(tmp_path, change, message):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "config.json").write_text(json.dumps({**GOOD, **change}))
+    _cli_fails(run_cli("convert", str(src), str(tmp_path / "out"), "--quiet"), "convert", message,
+               str(src / "config.json"))
+    assert sorted(os.listdir(tmp_path)) == ["src"] and os.listdir(src) == ["config.json"]
+
+
 @pytest.mark.parametrize("content, message", [
     (b"[1, 2]", "must hold a JSON object, got a list"), (b'"qwen3"', "got a str"),
     (b'{"model_type": "qwen3", "x": "caf\xe9"}', "not UTF-8"), (None, "is a directory"),
@@ -72,6 +87,9 @@ def test_safetensors_index_of_the_wrong_type(tmp_path, index):
     (tmp_path / "model.safetensors.index.json").write_text(json.dumps(index))
     with pytest.raises(qwen3_jax.CheckpointError, match="not a valid safetensors index"):
         qwen3_jax.load(tmp_path)
+    out = tmp_path.parent / f"{tmp_path.name}-out"
+    _cli_fails(run_cli("convert", str(tmp_path), str(out), "--quiet"), "convert", "not a valid safetensors index")
+    assert not out.exists() and sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors.index.json"]
 
 
 def test_bad_generation_config_names_the_file(tmp_path):
@@ -94,6 +112,14 @@ def test_bad_mesh_specs(spec, message):
 def test_mesh_spec_on_the_cli():
     _cli_fails(run_cli("generate", "--model", "tiny-dense", "--prompt", "hi", "--mesh", "data=1,data=1"),
                "generate", "given twice")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seed", "-1"], "seed must be an integer in [0, 2**32)"), (["--seed", str(2**64)], "seed must be an integer"),
+    (["--temperature", "inf"], "temperature must be finite"), (["--top-p", "nan"], "top_p must be finite"),
+])
+def test_sampling_values_on_the_cli(args, message):
+    _cli_fails(run_cli("generate", "--model", "tiny-dense", "--prompt", "hi", *args), "generate", message)
 
 
 @pytest.fixture(scope="module")

@@ -131,17 +131,19 @@ def staged_directory(dst: str | os.PathLike, force: bool = False) -> Iterator[st
 
     Raises:
       FileExistsError: `dst` exists and `force` is False.
+      PermissionError: the output directory cannot be created there (read-only, not a directory, ...).
     """
     dst = check_output(dst, force)
     parent, name = os.path.split(dst)
-    os.makedirs(parent, exist_ok=True)
     tmp = os.path.join(parent, f".{name}.tmp-{os.getpid()}")
     with _defer_sigint() as interrupt:
         shutil.rmtree(tmp, ignore_errors=True)
         try:
+            os.makedirs(parent, exist_ok=True)
             os.mkdir(tmp)
-        except PermissionError:
-            raise PermissionError(f"cannot write into {parent} (permission denied)") from None
+        except OSError as e:  # read-only, permission denied, a file where a directory should be, ...
+            raise PermissionError(f"cannot create the output {dst}: cannot write into {parent} ({e.strerror})") \
+                from None
         try:
             yield tmp
             poll_interrupt()  # pressed during the last step: still an interrupt, nothing is kept

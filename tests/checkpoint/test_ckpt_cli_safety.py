@@ -83,6 +83,28 @@ def test_a_destination_overlapping_the_source_is_refused(work, tmp_path, command
     assert tree_digest(tmp_path) == before
 
 
+@pytest.mark.parametrize("command, where", [("convert", "under a file"), ("export", "under a file"),
+                                            ("convert", "read-only")])
+def test_an_output_that_cannot_be_written_is_refused(work, tmp_path, command, where):
+    if where == "read-only" and os.geteuid() == 0:
+        pytest.skip("root writes into read-only directories")
+    parent = tmp_path / "parent"
+    if where == "read-only":
+        parent.mkdir()
+        parent.chmod(0o555)
+    else:
+        parent.write_text("a file, not a directory")
+    before = tree_digest(tmp_path)
+    try:
+        err = fails_cleanly(run_cli(command, str(work / ("hf" if command == "convert" else "ck")),
+                                    str(parent / "out"), "--quiet"), command)
+        assert f"cannot write into {parent}" in err
+        assert tree_digest(tmp_path) == before
+    finally:
+        if where == "read-only":
+            parent.chmod(0o755)
+
+
 @pytest.fixture(scope="module")
 def medium(tmp_path_factory):
     """~100 MB of random weights in 8 files: long enough to be interrupted mid-conversion."""
