@@ -41,7 +41,7 @@ def test_sharded_matches_single_device(spec, layout, reference):
     if layout == "split":  # the per-layer [out, in] matrices keep the params' sharding
         def axes(spec):
             return {a for entry in spec if entry for a in ((entry,) if isinstance(entry, str) else entry)}
-        w = engine.params["layers"][0]["self_attn"]["k_proj"]["w_t"]
+        w = engine.params["layers"]["0"]["self_attn"]["k_proj"]["w_t"]
         assert w.shape == (k.shape[2] * k.shape[3], k.shape[1])
         assert len(w.sharding.device_set) == 8 and axes(w.sharding.spec) == axes(k.sharding.spec[1:])
     # the cache follows the logical rules: batch over data, KV heads over tensor when they divide
