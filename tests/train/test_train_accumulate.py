@@ -95,5 +95,6 @@ def test_capacity_factor_reaches_the_moe_layers():
     runs = {cf: _steps(c, mesh, n=1) for cf, c in cfgs.items()}
     assert runs[0.25][0].module.moe_capacity_factor == 0.25
     dropless = float(runs[None][2][0]["loss"])
-    assert float(runs[0.25][2][0]["loss"]) != pytest.approx(dropless, rel=1e-4)  # copies were dropped
+    # Copies were dropped. At init the MoE output is small, so the loss moves only ~4e-6 (relative).
+    assert float(runs[0.25][2][0]["loss"]) != pytest.approx(dropless, rel=1e-6)
     assert float(runs[1e6][2][0]["loss"]) == pytest.approx(dropless, rel=1e-6)  # capped at the dropless size
