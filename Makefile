@@ -17,8 +17,10 @@ $(STAMP): $(PY) setup.cfg pyproject.toml
 venv: $(STAMP)
 
 ## make demo: run the main job on an embedded default model
+# The demo model has a million parameters: it runs on the CPU (JAX_PLATFORMS=cpu unless you set it),
+# so libtpu (installed by the test extra) does not probe for a TPU and print its warnings.
 demo: $(STAMP)
-	$(PY) -m qwen3_jax.demo
+	JAX_PLATFORMS=$${JAX_PLATFORMS:-cpu} $(PY) -m qwen3_jax.demo
 
 ## make test: install what the tests need and run the whole suite
 test: $(STAMP)

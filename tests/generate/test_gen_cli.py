@@ -86,10 +86,12 @@ def test_prompt_too_long(capsys):
 
 
 def test_demo_runs_non_interactively():
+    """`make demo` runs the shipped arithmetic model: its four scripted turns, then exits (stdin closed)."""
     env = dict(os.environ, XLA_FLAGS="", JAX_PLATFORMS="cpu")
-    r = subprocess.run([sys.executable, "-m", "qwen3_jax.demo", "--max-new-tokens", "6"], capture_output=True,
-                       text=True, stdin=subprocess.DEVNULL, env=env, timeout=300)
+    r = subprocess.run([sys.executable, "-m", "qwen3_jax.demo", "--max-new-tokens", "6", "--seed", "1"],
+                       capture_output=True, text=True, stdin=subprocess.DEVNULL, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert "RANDOM weights" in r.stdout
-    assert "thinking (T=0.6 top_p=0.95 top_k=20" in r.stdout
-    assert "non-thinking (T=0.7 top_p=0.8 top_k=20" in r.stdout
+    assert "trained by this project's own" in r.stdout
+    assert r.stdout.count("[answer]") == 4 and r.stdout.count(">>> What is") == 4
+    assert "/no_think: answers at once" in r.stdout and "thinking budget of 16 tokens" in r.stdout
+    assert "Traceback" not in r.stderr
