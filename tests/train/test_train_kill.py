@@ -90,7 +90,8 @@ def reference(tmp_path_factory):
 def test_sigkill_then_resume_is_bitwise_equal(tmp_path, reference, point):
     run = str(tmp_path / "run")
     if point == "step":
-        seen = _run_and_kill(run, lambda r: _logged(r, 3))  # killed while step 4 runs
+        # killed while a step after 3 runs, once checkpoint 2 (saved asynchronously) is complete
+        seen = _run_and_kill(run, lambda r: (latest_complete_step(r) or 0) >= 2 and _logged(r, 3))
     else:
         seen = _run_and_kill(run, _saving)  # killed while checkpoint 4 (or 6) is being written
     assert seen
