@@ -167,7 +167,15 @@ def main(argv=None) -> int:
 
     # 2. cold-start SFT: thinking only, the long column-method CoT
     def cold_start():
-        items = A.problems(cfg["cold_start_sft"]["problems"], seed=seed + 2)
+        c = cfg["cold_start_sft"]
+        items = A.problems(c["problems"], seed=seed + 2)
+        # a share drawn at each operation's longest operands (4 digits for + and -, 2 for *): the
+        # long problems are where the small model errs (sub-4d, mul-2d), uniform draws give them 1/4
+        rng = random.Random(seed + 3)
+        n_hard = int(len(items) * c.get("hard_share", 0.0))
+        items[:n_hard] = [A.sample(rng, op=op, digits=2 if op == "*" else 4)
+                          for op in (A.OPS * n_hard)[:n_hard]]
+        random.Random(seed + 5).shuffle(items)
         return sft("cold_start_sft", [tokenize_chat(D.thinking_conversation(q), tok) for q in items], params)
 
     params = stage("cold_start_sft", cold_start)
