@@ -22,6 +22,7 @@ Two accumulators, the same sums:
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import flax.linen as nn
@@ -29,14 +30,14 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from qwen3_jax.sharding.rules import mesh_axis_sizes
+
 
 def _shards(mesh: Mesh, entry) -> int:
-    sizes = dict(zip(mesh.axis_names, mesh.devices.shape))
+    """Number of shards of one PartitionSpec entry (None, an axis name or a tuple of them) on `mesh`."""
+    sizes = mesh_axis_sizes(mesh)
     axes = () if entry is None else (entry,) if isinstance(entry, str) else tuple(entry)
-    n = 1
-    for a in axes:
-        n *= sizes[a]
-    return n
+    return math.prod(sizes[a] for a in axes)
 
 
 def spreads(rows: int, A: int, mesh: Mesh, batch_spec: P) -> bool:
@@ -62,7 +63,7 @@ def split(batch: dict, A: int, mesh: Mesh, batch_spec: P) -> dict:
 
 def pure_data_parallel(mesh: Mesh) -> bool:
     """True when `data` is the only mesh axis of size > 1 (params and optimizer state replicated)."""
-    sizes = dict(zip(mesh.axis_names, mesh.devices.shape))
+    sizes = mesh_axis_sizes(mesh)
     return sizes.get("data", 1) > 1 and all(v == 1 for a, v in sizes.items() if a != "data")
 
 

@@ -34,6 +34,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from qwen3_jax.config import ConfigError, Qwen3Config
 from qwen3_jax.losses import RouterStats, global_batch_balance_loss, router_stats
 from qwen3_jax.sharding.placement import mesh_context, mesh_rules, param_shardings
+from qwen3_jax.sharding.rules import mesh_axis_sizes
 from qwen3_jax.model.attention_impl import resolve as resolve_attention
 from qwen3_jax.model.transformer import Qwen3
 from qwen3_jax.ops.ring_attention import to_zigzag
@@ -149,7 +150,7 @@ def build_train_step(cfg: TrainConfig, mesh: Mesh, model_config: Qwen3Config | N
     module = make_module(cfg, mc, mesh)
     # Ring attention in the zig-zag layout: each batch is permuted once (ids, segment ids, positions
     # and the next-token targets computed before), the loss being a sum over tokens in any order.
-    n_seq = dict(zip(mesh.axis_names, mesh.devices.shape)).get("sequence", 1)
+    n_seq = mesh_axis_sizes(mesh).get("sequence", 1)
     zigzag = module.attention_impl == "ring" and cfg.model.ring_layout == "zigzag" and n_seq > 1
     if zigzag and t.seq_len % (2 * n_seq):
         raise ConfigError(f"train.seq_len={t.seq_len} must be a multiple of 2 x sequence={2 * n_seq} "
