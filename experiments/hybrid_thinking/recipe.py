@@ -187,9 +187,7 @@ def save_hf(out_dir: str | os.PathLike, config: Qwen3Config, params, tokenizer, 
     with open(os.path.join(out_dir, "config.json"), "w", encoding="utf-8") as f:
         json.dump(hf, f, indent=2)
     tokenizer.save(out_dir)
-    gen = {"bos_token_id": tokenizer.endoftext_id, "eos_token_id": list(tokenizer.eos_token_ids),
-           "pad_token_id": tokenizer.endoftext_id, "do_sample": True, "temperature": 0.6, "top_p": 0.95,
-           "top_k": 20}
+    gen = tokenizer.generation_config()
     gen.update(generation or {})
     with open(os.path.join(out_dir, "generation_config.json"), "w", encoding="utf-8") as f:
         json.dump(gen, f, indent=2)

@@ -6,13 +6,15 @@ into safetensors shards of at most `max_shard_size` bytes (with `model.safetenso
 when there is more than one). The shard plan (names, shapes, dtypes) is fixed up front from the
 checkpoint metadata, so each shard's header is known before its data is written and only one
 stacked param is in memory at a time. Bytes are written as they are stored: bfloat16 stays
-bit-exact.
+bit-exact. A training run directory exports its newest checkpoint's params with the tokenizer the
+run used (`train.run_tokenizer`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import sys
 from typing import Any, Callable
 
 import numpy as np
@@ -32,7 +34,8 @@ def export(src: str | os.PathLike, dst: str | os.PathLike, dtype: Any = None,
 
     Args:
       src: directory written by `qwen3-jax convert` (or by training code using `orbax_io`), or a
-        `qwen3-jax train` run directory (its newest complete checkpoint is exported).
+        `qwen3-jax train` run directory (its newest complete checkpoint is exported, with the
+        tokenizer the run used and a generation_config.json for it; see `train.run_tokenizer`).
       dst: output directory; must not exist unless `force`.
       dtype: dtype of the written tensors; None keeps the stored dtypes.
       max_shard_size: largest safetensors file ("5GB", "500MB", or bytes).
@@ -47,6 +50,7 @@ def export(src: str | os.PathLike, dst: str | os.PathLike, dtype: Any = None,
     src = os.fspath(src)
     from qwen3_jax.train import checkpoint as train_ckpt  # a training run directory is a source too
 
+    run = None
     if orbax_io.is_orbax_dir(src):
         cfg = orbax_io.read_config(src)
         saved = orbax_io.check_params(src, cfg)
@@ -97,5 +101,23 @@ def export(src: str | os.PathLike, dst: str | os.PathLike, dtype: Any = None,
         hf["torch_dtype"] = out_dtype[("embed_tokens", "embedding")].name
         with open(os.path.join(tmp, "config.json"), "w", encoding="utf-8") as f:
             json.dump(hf, f, indent=2)
-        copied = staging.copy_aux_files(src, tmp)
+        copied = staging.copy_aux_files(src, tmp) if run is None else _run_tokenizer_files(src, tmp)
     return {"tensors": len(entries), "bytes": total, "files": files, "copied": copied, "output": dst}
+
+
+def _run_tokenizer_files(run_dir: str, out: str) -> list[str]:
+    """Writes the tokenizer a training run used, and a generation_config.json for it, into `out`.
+
+    A run without a recoverable tokenizer (see `train.run_tokenizer`) is exported without one;
+    one line on stderr says so.
+    """
+    from qwen3_jax.train import run_tokenizer
+
+    tok, why = run_tokenizer.recover(run_dir)
+    if tok is None:
+        print(f"qwen3-jax export: no tokenizer written for {run_dir}: {why}", file=sys.stderr)
+        return []
+    tok.save(out)
+    with open(os.path.join(out, "generation_config.json"), "w", encoding="utf-8") as f:
+        json.dump(tok.generation_config(), f, indent=2)
+    return ["tokenizer.json", "tokenizer_config.json", "generation_config.json"]

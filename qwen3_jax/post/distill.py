@@ -129,7 +129,7 @@ def distill(cfg: TrainConfig, section: DistillSection, run_dir: str | os.PathLik
         raise ConfigError(f"the tokenizer has {len(tokenizer)} ids, the models' vocabulary {teacher.config.vocab_size}")
     prompts = rollout.PromptSet.from_records(read_prompts(section.prompts, cfg.train.seed), tokenizer,
                                              section.max_prompt_tokens)
-    run = RLRun(cfg, section, run_dir, init_from, devices)
+    run = RLRun(cfg, section, run_dir, init_from, devices, tokenizer=tokenizer)
     module = run.ts.module
     student = Model(run.mc, run.state["params"], dtype=module.dtype, mesh=run.mesh)
     P = cfg.train.batch_size // G

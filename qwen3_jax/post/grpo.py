@@ -214,7 +214,7 @@ def grpo(cfg: TrainConfig, section: GRPOSection, run_dir: str | os.PathLike, ini
                                              section.max_prompt_tokens, section.overlong_prompts)
     check_rewards(fns, section, prompts)
     frozen = (lambda p: {"ref": p}) if loss_cfg.beta > 0 else None
-    run = RLRun(cfg, section, run_dir, init_from, devices, frozen_from=frozen)
+    run = RLRun(cfg, section, run_dir, init_from, devices, frozen_from=frozen, tokenizer=tokenizer)
     module = run.ts.module
     policy = Model(run.mc, run.state["params"], dtype=module.dtype, mesh=run.mesh)
     P = cfg.train.batch_size // G

@@ -85,14 +85,15 @@ class RLRun:
     """
 
     def __init__(self, cfg: TrainConfig, post, run_dir: str | os.PathLike, init_from: str | None = None,
-                 devices=None, frozen_from: Callable | None = None):
+                 devices=None, frozen_from: Callable | None = None, tokenizer=None):
         """Everything is checked before the run directory is written.
 
         Args:
             frozen_from: ``fn(params) -> pytree`` building the frozen part of a new run's state from
                 its initial params (default: nothing frozen).
+            tokenizer: the rollouts' tokenizer, recorded in the run directory (`train.run_tokenizer`).
         """
-        from qwen3_jax.train import checkpoint as ck
+        from qwen3_jax.train import checkpoint as ck, run_tokenizer
         from qwen3_jax.train.loop import check_run_dir, make_run_mesh
         from qwen3_jax.train.step import build_train_step
 
@@ -126,6 +127,7 @@ class RLRun:
         os.makedirs(self.run_dir, exist_ok=True)
         _write_run_config(self.run_dir, cfg)
         self._write_post(post)
+        run_tokenizer.record(self.run_dir, tokenizer)
         self.ckpt = ck.Checkpointer(self.run_dir, keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
         if self.resumed_from is not None:
             self.state, _ = self.ckpt.restore(self.resumed_from, self.abstract)

@@ -34,7 +34,7 @@ class SFTData:
         paths: chat JSONL files (``{"messages": [...], "tools": [...]?}`` per line), or
             ``synthetic:MODE[:N]`` for N generated arithmetic chats (MODE: think, no_think, fusion).
         tokenizer: a directory with ``tokenizer.json``; None: the ``--init-from`` checkpoint's when it
-            has one, else the Qwen3 tokenizer.
+            has one (a training run records its own), else the Qwen3 tokenizer.
         overlong: a conversation longer than ``train.seq_len``: "drop" (counted) or "error".
         train_on: "all" assistant turns or only the "last" one.
         packing_bins: rows the packer fills at once (0: max(8, local batch)).
@@ -148,6 +148,6 @@ def sft(cfg: TrainConfig, run_dir: str | os.PathLike, init_from: str | None = No
         print(f"sft data: {stats.kept} conversations ({stats.dropped_overlong} longer than seq_len "
               f"{cfg.train.seq_len} dropped), {stats.assistant_tokens} of {stats.tokens} tokens trained on")
     result = train(cfg, run_dir, init_from=init_from, stop_at=stop_at, data=it, quiet=quiet, devices=devices,
-                   batch_keys=BATCH_KEYS + (LOSS_MASK,))
+                   batch_keys=BATCH_KEYS + (LOSS_MASK,), tokenizer=tokenizer)
     result.data_stats = stats
     return result

@@ -214,6 +214,17 @@ class Tokenizer:
                       json.dumps(config, ensure_ascii=False, indent=2))
         return directory
 
+    def generation_config(self) -> dict[str, Any]:
+        """Returns a ``generation_config.json`` for a checkpoint that uses this tokenizer.
+
+        Laid out as the released Qwen3 checkpoints' file: ``<|endoftext|>`` as bos and pad, this
+        tokenizer's eos ids (``<|im_end|>``, ``<|endoftext|>``) as eos, and Qwen's thinking-mode
+        sampling (temperature 0.6, top-p 0.95, top-k 20).
+        """
+        return {"bos_token_id": self.endoftext_id, "eos_token_id": list(self.eos_token_ids),
+                "pad_token_id": self.endoftext_id, "do_sample": True, "temperature": 0.6, "top_p": 0.95,
+                "top_k": 20}
+
     # ------------------------------------------------------- encode / decode
     def encode(self, text: str) -> list[int]:
         """Encodes text. Qwen adds no BOS/EOS.

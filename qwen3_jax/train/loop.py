@@ -126,7 +126,8 @@ def build_run_data(cfg: TrainConfig, tokenizer=None):
 
 
 def train(cfg: TrainConfig, run_dir: str | os.PathLike, init_from: str | None = None, stop_at: int | None = None,
-          data=None, quiet: bool = False, devices=None, batch_keys: tuple | None = None) -> RunResult:
+          data=None, quiet: bool = False, devices=None, batch_keys: tuple | None = None,
+          tokenizer=None) -> RunResult:
     """Runs (or resumes) training until `cfg.train.steps` (or `stop_at`) steps are done.
 
     Args:
@@ -141,8 +142,11 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, init_from: str | None = 
       quiet: no progress bar.
       devices: the devices of the mesh (default: all devices).
       batch_keys: the batch arrays the step reads (default `step.BATCH_KEYS`; SFT adds `LOSS_MASK`).
+      tokenizer: the tokenizer of the data, recorded in the run directory (`run_tokenizer`); None
+        with the config's pipeline: the Qwen3 tokenizer it encodes with; None with `data`: none is
+        recorded.
     """
-    from qwen3_jax.train import checkpoint as ck
+    from qwen3_jax.train import checkpoint as ck, run_tokenizer
     from qwen3_jax.train.metrics import (MetricsWriter, check_finite, flops_per_token, measure_matmul_peak,
                                          scalar_metrics, total_peak)
     from qwen3_jax.train.step import build_train_step
@@ -155,7 +159,14 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, init_from: str | None = 
     resume_step = ck.latest_complete_step(run_dir)
     if init_from is not None and resume_step is None:
         ck.check_init_source(init_from)
-    it = build_run_data(cfg) if data is None else data
+    if data is None:
+        if tokenizer is None and cfg.data:
+            from qwen3_jax.text.tokenizer import Tokenizer
+
+            tokenizer = Tokenizer.qwen3()
+        it = build_run_data(cfg, tokenizer)
+    else:
+        it = data
     ts = build_train_step(cfg, mesh, mc) if batch_keys is None else build_train_step(cfg, mesh, mc, batch_keys)
     abstract = ts.abstract_state()
     init_params = None
@@ -165,6 +176,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, init_from: str | None = 
     # ---- from here on the run directory is written ----
     os.makedirs(run_dir, exist_ok=True)
     _write_run_config(run_dir, cfg)
+    run_tokenizer.record(run_dir, tokenizer)
     ckpt = ck.Checkpointer(run_dir, keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save)
     if resume_step is not None:
         state, _ = ckpt.restore(resume_step, abstract, it if hasattr(it, "set_state") else None)

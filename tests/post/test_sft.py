@@ -77,6 +77,31 @@ def test_sft_resume_equals_uninterrupted(tmp_path, tok_dir):
     assert a[-1]["loss"] < a[0]["loss"]
 
 
+def test_sft_run_exports_its_tokenizer(tmp_path, tok_dir, small_tok):
+    """An SFT run with its own tokenizer records it; the run's export carries it, and transformers'
+    AutoTokenizer encodes and renders as the tokenizer the run trained with. A run directory from
+    before runs recorded their tokenizer gets it from its config's data.tokenizer."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from qwen3_jax.checkpoint.export import export
+
+    run = tmp_path / "run"
+    sft(sft_config(tok_dir), run, quiet=True, devices=ONE, stop_at=1)
+    text = "What is 12+7? <think>\n12+7=19\n</think>\n\nThe answer is 19.<|im_end|>"
+    chat = [{"role": "user", "content": "What is 12+7?"}]
+    for name in ("hf", "hf_old"):
+        if name == "hf_old":
+            for f in ("tokenizer.json", "tokenizer_config.json"):
+                os.remove(run / f)
+        export(run, tmp_path / name, progress=False)
+        theirs = AutoTokenizer.from_pretrained(tmp_path / name)
+        assert theirs(text, add_special_tokens=False)["input_ids"] == small_tok.encode(text)
+        assert theirs.apply_chat_template(chat, tokenize=False, add_generation_prompt=True) == \
+            small_tok.apply_chat_template(chat, add_generation_prompt=True)
+        eos = GenerationConfig.from_pretrained(tmp_path / name).eos_token_id
+        assert sorted(eos) == sorted(theirs.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"]))
+
+
 def test_bad_sft_input_writes_nothing(tmp_path, tok_dir):
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"}]}) + "\n")

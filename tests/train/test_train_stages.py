@@ -1,6 +1,6 @@
 """Every train config loads; the tiny three-stage chain runs end to end through the CLI (stage 3 at a
 longer sequence with the raised RoPE base) and its checkpoint exports to a Hugging Face directory
-that transformers loads with the same logits."""
+that transformers loads with the same logits, with the tokenizer the runs encoded their data with."""
 
 import glob
 import json
@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import yaml
 
 from qwen3_jax.cli.main import main
 from qwen3_jax.model.transformer import Qwen3
@@ -48,9 +49,11 @@ def _tensors(path):
 
 
 @pytest.mark.slow
-def test_tiny_three_stage_chain_exports_to_transformers(tmp_path):
+def test_tiny_three_stage_chain_exports_to_transformers(tmp_path, capsys):
     import torch
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
+
+    from qwen3_jax.text.tokenizer import Tokenizer
 
     runs = [str(tmp_path / f"s{i}") for i in (1, 2, 3)]
     steps = (3, 2, 2)
@@ -64,6 +67,7 @@ def test_tiny_three_stage_chain_exports_to_transformers(tmp_path):
         assert main(args) == 0
         ms = read_metrics(run)
         assert [m["step"] for m in ms] == list(range(1, n + 1)) and all(np.isfinite(m["loss"]) for m in ms)
+        assert os.path.isfile(os.path.join(run, "tokenizer.json"))  # the run records its tokenizer
     # Stage 3: longer rows and the ABF RoPE base; it started from stage 2's params, not from scratch.
     meta = json.load(open(os.path.join(runs[2], "checkpoints", "2", "meta", "metadata")))
     assert meta["config"]["train"]["seq_len"] == 2 * 128 and meta["model_config"]["rope_theta"] == 1e6
@@ -89,3 +93,43 @@ def test_tiny_three_stage_chain_exports_to_transformers(tmp_path):
     with torch.no_grad():
         theirs = hf(torch.from_numpy(ids)).logits.numpy()
     np.testing.assert_allclose(np.asarray(ours), theirs, atol=2e-4, rtol=1e-4)
+
+    # The pretraining pipeline encodes with the Qwen3 tokenizer; the exported directory carries it
+    # (with its chat template) and transformers' AutoTokenizer encodes and renders as ours does.
+    ours_tok = Tokenizer.qwen3()
+
+    def check_tokenizer(directory):
+        theirs_tok = AutoTokenizer.from_pretrained(directory)
+        for text in TEXTS:
+            assert theirs_tok(text, add_special_tokens=False)["input_ids"] == ours_tok.encode(text), text
+        assert len(theirs_tok) == len(ours_tok)
+        chat = [{"role": "user", "content": "What is 2+2?"}]
+        for think in (True, False):
+            assert theirs_tok.apply_chat_template(chat, tokenize=False, add_generation_prompt=True,
+                                                  enable_thinking=think) == \
+                ours_tok.apply_chat_template(chat, add_generation_prompt=True, enable_thinking=think)
+        gen = GenerationConfig.from_pretrained(directory)
+        assert sorted(gen.eos_token_id) == sorted(theirs_tok.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"]))
+
+    check_tokenizer(out)
+    # A run directory written before runs recorded their tokenizer: recovered from its config's
+    # pretraining data section. One whose config names none exports without one, and says so.
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        os.remove(os.path.join(runs[2], f))
+    capsys.readouterr()
+    assert main(["export", runs[2], str(tmp_path / "hf_old"), "--quiet"]) == 0
+    check_tokenizer(str(tmp_path / "hf_old"))
+    assert "tokenizer" not in capsys.readouterr().err
+    cfg_path = os.path.join(runs[2], "config.yaml")
+    with open(cfg_path, encoding="utf-8") as f:
+        stored = yaml.safe_load(f)
+    with open(cfg_path, "w", encoding="utf-8") as f:
+        yaml.safe_dump({**stored, "data": {}}, f)
+    assert main(["export", runs[2], str(tmp_path / "hf_none"), "--quiet"]) == 0
+    notes = [line for line in capsys.readouterr().err.splitlines() if "tokenizer" in line]
+    assert len(notes) == 1 and "no tokenizer written" in notes[0], notes
+    assert not {"tokenizer.json", "tokenizer_config.json"} & set(os.listdir(tmp_path / "hf_none"))
+
+
+TEXTS = ("Hello, world! It's 2+2=4, isn't it?\n\n  indented\tline",
+         "Déjà vu: 日本語のテキスト, emoji 🙂 and <|im_start|>user\n<think>\nhm\n</think>\n<|im_end|>")
