@@ -45,8 +45,6 @@ def test_thinking_beats_non_thinking(accuracies):
     assert think["accuracy"] >= 0.5, think  # far above chance: the shipped model really computes
 
 
-@pytest.mark.xfail(strict=True, reason="issue 14 open: the shipped model (1,700 cold-start steps) reaches 79% "
-                   "in thinking mode on these problems; the issue asks for 90%")
 def test_thinking_reaches_90_percent(accuracies):
     think, _ = accuracies
     assert think["accuracy"] >= 0.9, think
@@ -56,13 +54,12 @@ def test_thinking_reaches_90_percent(accuracies):
 def test_think_follow_single_and_multi_turn(model, think):
     flag, other = ("/think", "/no_think") if think else ("/no_think", "/think")
     items = A.problems(80, seed=777 + think, split="any", wording=0)
-    single = generate(model, model.tokenizer, _ask(items[:40], flag), think, seed=2, batch=40)
     chats = [_ask([a], other)[0] + [{"role": "assistant", "content": str(a.answer)}] + _ask([b], flag)[0]
              for a, b in zip(items[:40], items[40:])]
-    multi = generate(model, model.tokenizer, chats, think, seed=3, batch=40)
-    for replies in (single, multi):
-        obeyed = [bool(r.reasoning) if think else (r.closed and not r.reasoning) for r in replies]
-        assert sum(obeyed) / len(obeyed) >= 0.95, (flag, replies[:3])
+    replies = generate(model, model.tokenizer, _ask(items[:40], flag) + chats, think, seed=2, batch=80)
+    for part in (replies[:40], replies[40:]):  # single turns, then second turns after the other flag
+        obeyed = [bool(r.reasoning) if think else (r.closed and not r.reasoning) for r in part]
+        assert sum(obeyed) / len(obeyed) >= 0.95, (flag, part[:3])
 
 
 def test_budget_of_8_tokens_still_answers_an_integer(model):
