@@ -179,8 +179,10 @@ def main() -> int:
             saved[key] = dict(r, settings=SETTINGS[task])
             _write(path, json.dumps({"settings": SETTINGS, "results": saved}, indent=1))
 
-        r = plan_model(model, task, args.top, bar.write, save, tried=saved.get(key, {}).get("slices_tried"),
-                       min_chips=args.min_chips)
+        # slices that did not fit are skipped only when they were compiled with these settings
+        same = saved.get(key, {}).get("settings") == SETTINGS[task]
+        r = plan_model(model, task, args.top, bar.write, save,
+                       tried=saved[key].get("slices_tried") if same else None, min_chips=args.min_chips)
         save(r)
     _write(path, json.dumps({"settings": SETTINGS, "results": saved}, indent=1))
     md = ["# TPU plan: every Qwen3 model compiled for Cloud TPU slices (ahead of time, libtpu)", "",
