@@ -81,9 +81,11 @@ def interrupt_cli(*args: str, when, timeout: float = 300):
     try:
         while not when(p):
             if p.poll() is not None or time.time() > deadline:
+                what = f"ended (rc {p.returncode})" if p.poll() is not None else f"still running after {timeout} s"
+                p.kill()  # a program still running would keep communicate() waiting for ever
                 out, err = p.communicate()
-                raise AssertionError(f"qwen3-jax {' '.join(args)} ended (rc {p.returncode}) before the interrupt:"
-                                     f"\n{err.decode()[-2000:]}")
+                raise AssertionError(f"qwen3-jax {' '.join(args)} {what} before the interrupt point:"
+                                     f"\n{err.decode(errors='replace')[-2000:]}")
             time.sleep(0.005)
         p.send_signal(signal.SIGINT)
         out, err = p.communicate(timeout=timeout)
@@ -121,9 +123,10 @@ def kill_cli(*args: str, when, timeout: float = 600, env: dict | None = None) ->
                     p.wait()
                     return seen
                 if p.poll() is not None or time.time() > deadline:
+                    what = f"ended (rc {p.returncode})" if p.poll() is not None else f"still running after {timeout} s"
                     err.seek(0)
-                    raise AssertionError(f"qwen3-jax {' '.join(args)} ended (rc {p.returncode}) before the kill "
-                                         f"point:\n{err.read().decode(errors='replace')[-2000:]}")
+                    raise AssertionError(f"qwen3-jax {' '.join(args)} {what} before the kill point:"
+                                         f"\n{err.read().decode(errors='replace')[-2000:]}")
                 time.sleep(0.005)
         finally:
             if p.poll() is None:
