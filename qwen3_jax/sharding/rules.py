@@ -18,16 +18,21 @@ import jax
 
 MESH_AXES = ("data", "fsdp", "expert", "tensor", "sequence")
 
-# logical name -> mesh axis, tuple of mesh axes, or None (replicated)
+# logical name -> mesh axis, tuple of mesh axes, or None (replicated). A name may have several
+# rules: the first whose mesh axes the array has not used yet applies (Flax's precedence order).
 RULES: tuple[tuple[str, str | tuple[str, ...] | None], ...] = (
     # parameters
     ("vocab", "tensor"),
+    ("expert", "expert"),
+    # The model dimension of dense weights (attention, dense MLP, router, embeddings) is sharded over
+    # fsdp and expert, so an expert-parallel mesh does not replicate them (and their optimizer state)
+    # on every expert shard; expert weights already use the expert axis and fall back to fsdp alone.
+    ("embed", ("fsdp", "expert")),
     ("embed", "fsdp"),
     ("heads", "tensor"),
     ("kv_heads", "tensor"),
     ("head_dim", None),
     ("mlp", "tensor"),
-    ("expert", "expert"),
     ("moe_mlp", "tensor"),
     ("router", None),
     ("layers", None),
@@ -93,7 +98,7 @@ def rules_for_mesh(mesh, rules=RULES, *, sizes: dict[str, int] | None = None):
     names = set(mesh_sizes)
     sizes = sizes or {}
     out = []
-    for logical, target in rules:
+    for i, (logical, target) in enumerate(rules):
         axes = _rule_axes(logical, ((logical, target),))
         kept = tuple(a for a in axes if a in names)
         if logical in sizes:
@@ -102,6 +107,8 @@ def rules_for_mesh(mesh, rules=RULES, *, sizes: dict[str, int] | None = None):
                 split *= mesh_sizes[a]
             if sizes[logical] % split:
                 kept = ()
+        if not kept and axes and any(name == logical for name, _ in rules[i + 1:]):
+            continue  # an unusable rule must not replicate the name: the next rule for it decides
         out.append((logical, kept if len(kept) > 1 else (kept[0] if kept else None)))
     return tuple(out)
 

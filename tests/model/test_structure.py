@@ -57,7 +57,21 @@ def test_rules_map_logical_axes_to_the_mesh():
         "layers"]["mlp"]["experts"]["up_proj"].spec == P(None, None, None, None)
 
 
-@pytest.mark.parametrize("spec", ["data=2,tensor=4", "fsdp=4,tensor=2", "tensor=8"])
+def test_expert_meshes_shard_dense_weights_over_fsdp_and_expert():
+    # dense weights are not replicated on every expert shard: their model dimension takes fsdp x expert
+    sh = param_shardings(SMALL_MOE, qwen3_jax.make_mesh("fsdp=2,expert=4"))
+    assert sh["layers"]["self_attn"]["q_proj"]["kernel"].spec == P(None, ("fsdp", "expert"), None, None)
+    assert sh["embed_tokens"]["embedding"].spec == P(None, ("fsdp", "expert"))
+    assert sh["layers"]["mlp"]["gate"]["kernel"].spec == P(None, ("fsdp", "expert"), None)
+    # expert weights keep the expert axis for the experts and fall back to fsdp for the model dimension
+    assert sh["layers"]["mlp"]["experts"]["up_proj"].spec == P(None, "expert", "fsdp", None)
+    assert sh["layers"]["mlp"]["experts"]["down_proj"].spec == P(None, "expert", None, "fsdp")
+    # a model dimension that fsdp x expert does not divide falls back to fsdp alone, not to replication
+    odd = param_shardings(SMALL_MOE.replace(hidden_size=20), qwen3_jax.make_mesh("fsdp=2,expert=4"))
+    assert odd["layers"]["self_attn"]["q_proj"]["kernel"].spec == P(None, "fsdp", None, None)
+
+
+@pytest.mark.parametrize("spec", ["data=2,tensor=4", "fsdp=4,tensor=2", "tensor=8", "fsdp=2,expert=4"])
 def test_sharded_forward_equals_one_device(spec):
     params = qwen3_jax.init_params(SMALL_MOE, seed=0)
     ref = qwen3_jax.Model(SMALL_MOE, params).logits(IDS)
