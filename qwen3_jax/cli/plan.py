@@ -32,7 +32,8 @@ def add_arguments(p):
                    help="train, MoE: expert-parallel capacity factor (receive rows per chip = factor x its "
                         "tokens x top-k; default: dropless, the worst case)")
     p.add_argument("--new-tokens", type=int, default=512, help="serve: new tokens per row (sizes the cache)")
-    p.add_argument("--top", type=int, default=3, help="mesh search: compile the best N candidates")
+    p.add_argument("--top", type=int, default=3, help="mesh search: compile the best N candidates (when none of them "
+                   "fits, up to 2 more, one by one)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 

@@ -31,6 +31,7 @@ from qwen3_jax.plan.worker import RESULT_PREFIX
 
 AXES = ("data", "fsdp", "expert", "tensor")
 GUESS_MARGIN = 0.85  # a candidate whose guessed memory exceeds this share of HBM is ranked after the others
+FALLBACK_COMPILES = 2  # next-ranked candidates compiled, one by one, when none of the top ones fits
 
 
 @dataclasses.dataclass
@@ -157,23 +158,30 @@ def plan(cfg: Qwen3Config, model: str, slice_: Slice, task: str, seq: int, batch
     live = [c for c in cands if c.reason is None]
     hbm = slice_.chip.hbm_bytes
     live.sort(key=lambda c: (c.guess["bytes"] > GUESS_MARGIN * hbm, c.guess["seconds"]))
-    chosen_to_compile = live if mesh else live[:top]
-    for c in live[len(chosen_to_compile):]:
-        c.reason = (f"not compiled: ranked below the top {top} by the analytic guess "
+    # Compile the best `top`; when none of them fits (the analytic guess is rough), the next-ranked
+    # candidates one by one, at most FALLBACK_COMPILES more, before the slice is given up.
+    chosen_to_compile, waiting = [], list(live)
+    limit = len(live) if mesh else top + FALLBACK_COMPILES
+    while waiting and len(chosen_to_compile) < limit and not any(
+            c.result and c.result.get("fits") for c in chosen_to_compile):
+        n = len(waiting) if mesh else (top if not chosen_to_compile else 1)
+        round_, waiting = waiting[:n], waiting[n:]
+        requests = [dict(model=model, topology=slice_.name if ":" not in slice_.name else slice_.topology_name,
+                         mesh=c.mesh, task=task, seq=seq, batch=batch, remat=remat, microbatches=c.microbatches,
+                         new_tokens=new_tokens, capacity_factor=capacity_factor) for c in round_]
+        for c, r in zip(round_, run_worker(requests, progress=progress)):
+            c.result = r
+            if "fits" not in r:
+                c.reason = f"compile failed: {r.get('error')}"
+            elif not r["fits"]:
+                need = (r["bytes_per_chip"] or {}).get("total") or max(
+                    (p.get("needed_bytes") or 0 for p in r["programs"]), default=0)
+                c.reason = (f"does not fit: {need / 2**30:.1f} GiB per chip > {hbm / 2**30:.1f} GiB HBM" if need
+                            else f"does not fit: {r.get('error', 'out of memory')}")
+        chosen_to_compile += round_
+    for c in waiting:
+        c.reason = (f"not compiled: ranked below the {len(chosen_to_compile)} compiled by the analytic guess "
                     f"({c.guess['seconds']:.3g} s/step, {c.guess['bytes'] / 2**30:.1f} GiB per chip)")
-    requests = [dict(model=model, topology=slice_.name if ":" not in slice_.name else slice_.topology_name,
-                     mesh=c.mesh, task=task, seq=seq, batch=batch, remat=remat, microbatches=c.microbatches,
-                     new_tokens=new_tokens, capacity_factor=capacity_factor) for c in chosen_to_compile]
-    results = run_worker(requests, progress=progress) if requests else []
-    for c, r in zip(chosen_to_compile, results):
-        c.result = r
-        if "fits" not in r:
-            c.reason = f"compile failed: {r.get('error')}"
-        elif not r["fits"]:
-            need = (r["bytes_per_chip"] or {}).get("total") or max(
-                (p.get("needed_bytes") or 0 for p in r["programs"]), default=0)
-            c.reason = (f"does not fit: {need / 2**30:.1f} GiB per chip > {hbm / 2**30:.1f} GiB HBM" if need
-                        else f"does not fit: {r.get('error', 'out of memory')}")
     fitting = [c for c in chosen_to_compile if c.result and c.result.get("fits")]
     best = min(fitting, key=lambda c: c.result["estimated_step_seconds"]) if fitting else None
     for c in fitting:
