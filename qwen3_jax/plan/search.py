@@ -174,8 +174,10 @@ def plan(cfg: Qwen3Config, model: str, slice_: Slice, task: str, seq: int, batch
             if "fits" not in r:
                 c.reason = f"compile failed: {r.get('error')}"
             elif not r["fits"]:
-                need = (r["bytes_per_chip"] or {}).get("total") or max(
-                    (p.get("needed_bytes") or 0 for p in r["programs"]), default=0)
+                failed = [p for p in r["programs"] if p.get("compiled") is False]
+                # a program that ran out of memory: its need (or its error), not the others' bytes
+                need = (max((p.get("needed_bytes") or 0 for p in failed), default=0) if failed
+                        else (r["bytes_per_chip"] or {}).get("total") or 0)
                 c.reason = (f"does not fit: {need / 2**30:.1f} GiB per chip > {hbm / 2**30:.1f} GiB HBM" if need
                             else f"does not fit: {r.get('error', 'out of memory')}")
         chosen_to_compile += round_

@@ -57,3 +57,18 @@ def test_a_fitting_top_candidate_stops_the_search(monkeypatch, ranked):
     monkeypatch.setattr(search, "run_worker", _stub(lambda m: True, calls))
     r = search.plan(cfg, "Qwen3-4B", sl, "train", 4096, 256, top=1)
     assert calls == [[order[0]]] and r["mesh"] == order[0]
+
+
+def test_a_program_out_of_memory_is_named_not_the_others_bytes(monkeypatch, ranked):
+    cfg, sl, order = ranked
+    err = "prefill: RESOURCE_EXHAUSTED: Ran out of memory on HBM"
+
+    def run_worker(requests, timeout=None, progress=None):
+        return [{"model": r["model"], "mesh": r["mesh"], "fits": False, "error": err,
+                 "bytes_per_chip": {"total": 10 * 2**30}, "estimated_step_seconds": 1.0,
+                 "programs": [{"name": "prefill", "compiled": False, "needed_bytes": None},
+                              {"name": "decode", "compiled": True}]} for r in requests]
+
+    monkeypatch.setattr(search, "run_worker", run_worker)
+    r = search.plan(cfg, "Qwen3-4B", sl, "train", 4096, 256, top=1)
+    assert {c["reason"] for c in r["candidates"] if c["bytes_per_chip"]} == {f"does not fit: {err}"}
