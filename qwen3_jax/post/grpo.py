@@ -160,7 +160,8 @@ def completion_stats(batch: rollout.RolloutBatch, tokenizer) -> dict[str, float]
     """Response and thinking lengths, stop share and rollout throughput of a rollout batch."""
     lengths = [len(c) for c in batch.completion_ids]
     end_think = tokenizer.token_to_id("</think>")
-    thinking = rollout.thinking_lengths(batch.completion_ids, end_think if end_think is not None else -1)
+    thinking = rollout.thinking_lengths(batch.completion_ids, end_think if end_think is not None else -1,
+                                        batch.columns.get("enable_thinking"))
     return {"response_length": float(np.mean(lengths)), "thinking_length": float(np.mean(thinking)),
             "stopped": float(np.mean([r == "stop" for r in batch.finish_reasons])),
             "rollout_seconds": batch.seconds,

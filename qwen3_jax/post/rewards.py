@@ -7,7 +7,8 @@ A reward function is plain Python::
 ``prompts`` holds one entry per completion (a message list, or the rendered prompt text),
 ``completions`` the generated text (special tokens such as ``<|im_end|>`` may be present; they are
 ignored), and ``columns`` any per-completion extra data: the dataset's own columns (``answer`` for
-the math rewards) and, from the GRPO trainer, ``completion_ids`` (token lists). Unknown columns must
+the math rewards), ``enable_thinking`` (each prompt's hard switch: False when the empty think
+block was pre-filled in the prompt) and, from the GRPO trainer, ``completion_ids`` (token lists). Unknown columns must
 be accepted (``**columns``) so several functions can share one call. ``combine`` weighs several
 functions into one reward and checks what each one returns.
 
@@ -86,24 +87,26 @@ def _wants_thinking(prompt: Any) -> bool:
     raise RewardError(f"a prompt must be a message list or a string, got {type(prompt).__name__}")
 
 
-def format_problem(prompt: Any, completion: str) -> str | None:
+def format_problem(prompt: Any, completion: str, enable_thinking: bool = True) -> str | None:
     """What is wrong with a reply's think-block structure, or None when it is right.
 
     The reply must open with ``<think>``, hold exactly one ``<think>`` and one ``</think>``, and
     have a non-empty answer after it. When the prompt asks for thinking the block must hold text;
     under ``/no_think`` it must be empty (whitespace only). A rendered prompt that already ends
-    with the pre-filled empty block (``enable_thinking=False``) expects a reply with no block at
-    all, just the answer.
+    with the pre-filled empty block, or any prompt with ``enable_thinking=False`` (the hard
+    switch, which pre-fills that block when rendering), expects a reply with no block at all, just
+    the answer.
 
     Args:
         prompt: the conversation (message list) or its rendered text.
         completion: the generated text.
+        enable_thinking: the hard switch the prompt was rendered with.
 
     Returns:
         A short reason ("no think block", ...) or None.
     """
     text = strip_specials(completion).strip()
-    if isinstance(prompt, str) and prompt.endswith(_EMPTY_THINK_PREFILL):
+    if enable_thinking is False or (isinstance(prompt, str) and prompt.endswith(_EMPTY_THINK_PREFILL)):
         if "<think>" in text or "</think>" in text:
             return "a think block after a pre-filled empty one"
         return None if text else "empty answer"
@@ -257,9 +260,15 @@ def accuracy_reward(prompts: Sequence[Any], completions: Sequence[str], answer: 
             for c, r in zip(completions, answer)]
 
 
-def format_reward(prompts: Sequence[Any], completions: Sequence[str], **columns: Any) -> list[float]:
-    """1.0 when the think-block structure obeys the prompt's mode (see ``format_problem``), else 0.0."""
-    return [float(format_problem(p, c) is None) for p, c in zip(prompts, completions)]
+def format_reward(prompts: Sequence[Any], completions: Sequence[str], enable_thinking: Sequence[bool] | None = None,
+                  **columns: Any) -> list[float]:
+    """1.0 when the think-block structure obeys the prompt's mode (see ``format_problem``), else 0.0.
+
+    ``enable_thinking`` (a column; default all True) is each prompt's hard switch: a False row
+    was rendered with the empty think block pre-filled, so its reply must carry no block.
+    """
+    modes = [True] * len(completions) if enable_thinking is None else enable_thinking
+    return [float(format_problem(p, c, m) is None) for p, c, m in zip(prompts, completions, modes)]
 
 
 def length_penalty(max_tokens: int, buffer: int) -> RewardFn:

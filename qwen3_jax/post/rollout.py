@@ -36,7 +36,10 @@ class PromptSet:
     Attributes:
         messages: per prompt, the message list (what reward functions receive as ``prompts``).
         ids: per prompt, the rendered prompt's token ids (ending with the generation prompt).
-        columns: name -> per-prompt values, passed to reward functions.
+        columns: name -> per-prompt values, passed to reward functions. Always holds
+            ``enable_thinking`` (the record's hard switch, default True), so the rewards and the
+            length statistics know which prompts were rendered with the empty think block
+            pre-filled (their replies have no block of their own).
         dropped_overlong: prompts dropped for exceeding ``max_prompt_tokens``.
     """
 
@@ -54,7 +57,8 @@ class PromptSet:
         """Renders and tokenizes ``{"messages": [...], other columns...}`` records.
 
         A record may set ``enable_thinking: false`` (the hard switch: an empty think block is
-        pre-filled). The messages must not end with an assistant turn.
+        pre-filled); it is kept as the ``enable_thinking`` column. The messages must not end with
+        an assistant turn.
 
         Raises:
             PromptError: naming the record for a bad record, or a prompt too long with
@@ -74,12 +78,14 @@ class PromptSet:
             if rec["messages"][-1]["role"] == "assistant":
                 raise PromptError(f"prompt {i}: ends with an assistant turn (a prompt must end with the user's turn)")
             cols = {k: v for k, v in rec.items() if k not in ("messages", "enable_thinking")}
+            think = rec.get("enable_thinking", True)
+            if not isinstance(think, bool):
+                raise PromptError(f"prompt {i}: enable_thinking must be true or false, got {think!r}")
             if keys is None:
                 keys = sorted(cols)
             elif sorted(cols) != keys:
                 raise PromptError(f"prompt {i}: columns {sorted(cols)} differ from the first prompt's {keys}")
-            text = chat.render(rec["messages"], enable_thinking=rec.get("enable_thinking", True) is not False,
-                               add_generation_prompt=True)
+            text = chat.render(rec["messages"], enable_thinking=think, add_generation_prompt=True)
             toks = tokenizer.encode(text)
             if len(toks) > max_prompt_tokens:
                 if overlong == "error":
@@ -91,6 +97,7 @@ class PromptSet:
             ids.append(toks)
             for k, v in cols.items():
                 columns.setdefault(k, []).append(v)
+            columns.setdefault("enable_thinking", []).append(think)
         if not ids:
             raise PromptError(f"no prompt fits max_prompt_tokens {max_prompt_tokens}")
         return cls(messages, ids, columns, dropped)
@@ -192,6 +199,13 @@ def sample_groups(model, tokenizer, prompts: PromptSet, group_size: int, max_new
                         finish_reasons=result.finish_reasons, seconds=seconds)
 
 
-def thinking_lengths(completion_ids: Sequence[Sequence[int]], end_think_id: int) -> list[int]:
-    """Tokens before ``</think>`` in each completion (the whole completion when it never closes)."""
-    return [c.index(end_think_id) if end_think_id in c else len(c) for c in completion_ids]
+def thinking_lengths(completion_ids: Sequence[Sequence[int]], end_think_id: int,
+                     enable_thinking: Sequence[bool] | None = None) -> list[int]:
+    """Tokens before ``</think>`` in each completion (the whole completion when it never closes).
+
+    A row whose ``enable_thinking`` is False had its empty think block pre-filled in the prompt:
+    the completion is all answer, so its thinking length is 0.
+    """
+    hard_off = [False] * len(completion_ids) if enable_thinking is None else [t is False for t in enable_thinking]
+    return [0 if off else c.index(end_think_id) if end_think_id in c else len(c)
+            for c, off in zip(completion_ids, hard_off)]

@@ -157,3 +157,12 @@ def test_combine_errors_name_the_function():
         R.combine([R.accuracy_reward], p, c, answer=["1"])
     with pytest.raises(R.RewardError, match="unknown reward functions"):
         R.combine({"a": R.format_reward}, p, c, weights={"b": 1.0})
+
+
+@pytest.mark.parametrize("prompt", [THINK_USER, NOTHINK_USER, FLIP])
+def test_hard_switch_expects_a_plain_answer(prompt):
+    """``enable_thinking=False`` pre-fills the empty block whatever the soft flags say: the reply is the answer."""
+    assert R.format_problem(prompt, "4<|im_end|>", enable_thinking=False) is None
+    assert R.format_problem(prompt, "<think>\n\n</think>\n\n4", enable_thinking=False) == \
+        "a think block after a pre-filled empty one"
+    assert R.format_reward([prompt, prompt], ["4", "4"], enable_thinking=[False, True]) == [1.0, 0.0]

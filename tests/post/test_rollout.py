@@ -94,3 +94,43 @@ def test_grpo_updates_raise_a_toy_reward(small_tok):
                                                arrays["positions"])[0]
         model.params, opt, _ = update(model.params, opt, arrays)
     assert np.mean(means[-2:]) > np.mean(means[:2]) + 0.15, means
+
+
+class _ScriptedEngine:
+    """Stands in for the engine: returns fixed completions, so the test checks only the plumbing."""
+
+    def __init__(self, completions):
+        self.completions = completions
+
+    def generate(self, rows, **kw):
+        import types
+        return types.SimpleNamespace(tokens=[list(c) for c in self.completions[:len(rows)]],
+                                     finish_reasons=["stop"] * len(rows))
+
+
+def test_hard_switch_prompts_are_scored_as_non_thinking(small_tok):
+    """A prompt with ``enable_thinking: false`` has the empty think block pre-filled: a plain answer is
+    the right format, and the reply holds no thinking tokens."""
+    from qwen3_jax.post.grpo import completion_stats
+
+    user = [{"role": "user", "content": "What is 2+2?"}]
+    recs = [{"messages": user, "answer": "4", "enable_thinking": False}, {"messages": user, "answer": "4"}]
+    ps = rollout.PromptSet.from_records(recs, small_tok, 128)
+    assert ps.columns["enable_thinking"] == [False, True]
+    assert small_tok.decode(ps.ids[0]).endswith("<think>\n\n</think>\n\n")
+    plain, thought = "4<|im_end|>", "<think>\nadd\n</think>\n\n4<|im_end|>"
+    ids = [small_tok.encode(t) for t in (plain, plain, thought, thought)]
+    batch = rollout.sample_groups(None, small_tok, ps, 2, 16, Sampling(temperature=1.0), seq_len=144,
+                                  engine=_ScriptedEngine(ids))
+    assert batch.columns["enable_thinking"] == [False, False, True, True]
+    total, per = rewards.combine([rewards.format_reward, rewards.accuracy_reward], batch.prompts,
+                                 batch.completions, completion_ids=batch.completion_ids, **batch.columns)
+    assert per["format_reward"] == [1.0] * 4 and total == [2.0] * 4
+    # A think block after the pre-filled one is wrong.
+    assert rewards.format_reward(batch.prompts[:1], [thought], enable_thinking=[False]) == [0.0]
+    think_len = small_tok.encode(thought).index(small_tok.token_to_id("</think>"))
+    assert rollout.thinking_lengths(batch.completion_ids, small_tok.token_to_id("</think>"),
+                                    batch.columns["enable_thinking"]) == [0, 0, think_len, think_len]
+    assert completion_stats(batch, small_tok)["thinking_length"] == think_len / 2
+    with pytest.raises(rollout.PromptError, match="prompt 0: enable_thinking must be true or false, got 'no'"):
+        rollout.PromptSet.from_records([{"messages": user, "enable_thinking": "no"}], small_tok, 128)
