@@ -7,7 +7,9 @@ load-balancing loss needs them.
 
 Under a mesh with an `expert` axis of size > 1 (the context mesh of `mesh_context`), the expert
 computation runs expert-parallel (`ops/expert_parallel.py`: experts split over `expert`, tokens
-exchanged with all-to-all); otherwise the single-device path runs. Only the expert-parallel path
+exchanged with all-to-all); under a mesh that only splits tokens (data, fsdp, sequence) or the
+expert MLP dim (tensor), each device routes its own tokens (`ops/moe_sharded.py`); otherwise the
+single-device path runs. Only the expert-parallel path
 has a capacity (`capacity_factor`, None = dropless); it reports the token copies it dropped by
 sowing `dropped_copies` and `routed_copies` (int32 scalars) into the "intermediates" collection,
 read them with `router_metrics.collect_drops` after `apply(..., mutable=["intermediates"])`.
@@ -25,6 +27,7 @@ from qwen3_jax.config import Qwen3Config
 from qwen3_jax.model.layers import Einsum, default_init
 from qwen3_jax.ops import expert_parallel as ep_ops
 from qwen3_jax.ops import moe as moe_ops
+from qwen3_jax.ops import moe_sharded as sharded_ops
 
 
 class MoE(nn.Module):
@@ -66,6 +69,11 @@ class MoE(nn.Module):
             self.sow("intermediates", "dropped_copies", dropped, reduce_fn=lambda _, v: v)
             self.sow("intermediates", "routed_copies", jnp.int32(B * T * c.num_experts_per_tok),
                      reduce_fn=lambda _, v: v)
+            return y.reshape(B, T, D), router_logits
+        if sharded_ops.needs_sharded_moe():
+            y = sharded_ops.sharded_moe(xt, router_logits.reshape(B * T, E), wg, wu, wd,
+                                        top_k=c.num_experts_per_tok, norm_topk_prob=c.norm_topk_prob,
+                                        impl=self.impl)
             return y.reshape(B, T, D), router_logits
         weights, ids = moe_ops.route(router_logits.reshape(B * T, E), c.num_experts_per_tok,
                                      c.norm_topk_prob, self.dtype)

@@ -34,7 +34,8 @@ then by token index, then by slot), contribute zero to the output, and are count
 returns the global number of dropped copies.
 
 Ragged dispatch. On TPU/GPU, `jax.lax.ragged_all_to_all` sends exactly the routed rows instead of
-fixed C-row blocks (`ops.expert_parallel_ragged`); it is picked by `dispatch="auto"` there. XLA:CPU
+fixed C-row blocks (`ops.expert_parallel_ragged`); it is picked by `dispatch="auto"` there, except
+on TPU v6e, whose compiler (libtpu 0.0.42) rejects the primitive: v6e runs the fixed exchange. XLA:CPU
 does not implement ragged-all-to-all, so on CPU the fixed all-to-all runs; the ragged path is tested
 on CPU through an emulation of the primitive built from `all_to_all`.
 """
@@ -52,7 +53,7 @@ from qwen3_jax.ops import moe as moe_ops
 from qwen3_jax.ops.expert_parallel_local import combine, dispatch_plan, gather_weights, local_expert_ffn
 from qwen3_jax.ops.expert_parallel_ragged import local_ragged
 from qwen3_jax.sharding.rules import mesh_axis_sizes, token_axes as mesh_token_axes
-from qwen3_jax.sharding.platform import target_platform
+from qwen3_jax.sharding.platform import target_device_kind, target_platform
 
 DISPATCHES = ("auto", "fixed", "ragged", "ragged_emulated")
 
@@ -62,15 +63,22 @@ def expert_axis_size(mesh=None) -> int:
     return mesh_axis_sizes(mesh).get("expert", 1)
 
 
+# Device kinds whose compiler rejects ragged-all-to-all: libtpu 0.0.42 (the one jax 0.10.2 pins)
+# fails a v6e compile with "Assigned barrier is not acceptable for opcode: ragged-all-to-all".
+NO_RAGGED_ALL_TO_ALL = ("TPU v6 lite",)
+
+
 def resolve_dispatch(dispatch: str) -> str:
-    """"auto" -> "ragged" on platforms with ragged-all-to-all (TPU, GPU), "fixed" on CPU.
+    """"auto" -> "ragged" where ragged-all-to-all compiles (TPU v4/v5, GPU), "fixed" on CPU and v6e.
 
     The platform is the one compiled for (the context mesh's devices; see `sharding.platform`).
     """
     if dispatch not in DISPATCHES:
         raise ValueError(f"unknown EP dispatch {dispatch!r}; expected one of {DISPATCHES}")
     if dispatch == "auto":
-        return "fixed" if target_platform() == "cpu" else "ragged"
+        if target_platform() == "cpu" or target_device_kind() in NO_RAGGED_ALL_TO_ALL:
+            return "fixed"
+        return "ragged"
     return dispatch
 
 

@@ -54,7 +54,7 @@ def dispatch_plan(ids: jax.Array, valid: jax.Array, num_experts: int, ep: int, c
     return dict(order=order, sorted_e=sorted_e, slot=slot, keep=keep, counts=counts, dropped=dropped)
 
 
-def _make_varying(arrays, axes):
+def make_varying(arrays, axes):
     """Marks each array as varying over `axes` (no-op in the forward pass).
 
     Inside shard_map, using a value that is invariant over an axis in a computation that varies
@@ -82,7 +82,7 @@ def local_expert_ffn(rows: jax.Array, row_e: jax.Array, wg, wu, wd, impl: str, t
     M = rows.shape[0]
     El = wg.shape[0]
     used = row_e < El
-    rows, wg, wu, wd = _make_varying((rows, wg, wu, wd), moe_ops.varying_axes(rows, wg, wu, wd))
+    rows, wg, wu, wd = make_varying((rows, wg, wu, wd), moe_ops.varying_axes(rows, wg, wu, wd))
     if impl == "dense":
         outs = jax.vmap(lambda g, u, d: moe_ops._swiglu(rows, g, u, d))(wg, wu, wd)  # [E_l, M, D]
         pick = jax.nn.one_hot(row_e, El, dtype=rows.dtype)  # empty rows pick nothing

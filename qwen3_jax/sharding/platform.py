@@ -23,6 +23,24 @@ def mesh_platform(mesh) -> str | None:
     return None if device is None else device.platform
 
 
+def mesh_device_kind(mesh) -> str | None:
+    """`device_kind` of a `Mesh`'s or `AbstractMesh`'s devices (e.g. "TPU v6 lite"), or None if unknown."""
+    if mesh is None or getattr(mesh, "empty", False):
+        return None
+    if isinstance(mesh, jax.sharding.Mesh):
+        return mesh.devices.flat[0].device_kind if mesh.devices.size else None
+    device = getattr(mesh, "abstract_device", None)
+    return None if device is None else device.device_kind
+
+
+def target_device_kind(mesh=None) -> str:
+    """The device kind of `mesh` (default: the context mesh), else of the default backend's first device."""
+    found = mesh_device_kind(mesh) if mesh is not None else None
+    if found is None:
+        found = mesh_device_kind(jax.sharding.get_abstract_mesh())
+    return found or jax.devices()[0].device_kind
+
+
 def target_platform(mesh=None) -> str:
     """The platform of `mesh` (default: the context mesh of `jax.set_mesh`), else the default backend."""
     found = mesh_platform(mesh) if mesh is not None else None

@@ -46,6 +46,16 @@ def test_tpu_mesh_picks_tpu_paths_also_while_tracing():
     assert moe_ops.resolve_impl("tiled") == "tiled"  # an explicit choice is kept
 
 
+def test_v6e_mesh_picks_the_fixed_dispatch():
+    """libtpu rejects ragged-all-to-all for v6e; the grouped matmul stays ragged_dot there."""
+    from qwen3_jax.plan.topology import parse_slice
+
+    mesh = qwen3_jax.make_mesh("expert=4", devices=parse_slice("v6e-8").devices()[:4])
+    with jax.set_mesh(mesh):
+        assert ep_ops.resolve_dispatch("auto") == "fixed" and moe_ops.resolve_impl("auto") == "ragged"
+        assert ep_ops.resolve_dispatch("ragged") == "ragged"  # an explicit choice is kept
+
+
 def test_cpu_mesh_picks_cpu_paths():
     with jax.set_mesh(qwen3_jax.make_mesh("expert=4", devices=jax.devices()[:4])):
         assert moe_ops.resolve_impl("auto") == "tiled" and ep_ops.resolve_dispatch("auto") == "fixed"
