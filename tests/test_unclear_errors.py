@@ -117,6 +117,7 @@ def test_mesh_spec_on_the_cli():
 @pytest.mark.parametrize("args, message", [
     (["--seed", "-1"], "seed must be an integer in [0, 2**32)"), (["--seed", str(2**64)], "seed must be an integer"),
     (["--temperature", "inf"], "temperature must be finite"), (["--top-p", "nan"], "top_p must be finite"),
+    (["--temperature", "1e39"], "temperature must lie in [0, 1e+30]"),
 ])
 def test_sampling_values_on_the_cli(args, message):
     _cli_fails(run_cli("generate", "--model", "tiny-dense", "--prompt", "hi", *args), "generate", message)

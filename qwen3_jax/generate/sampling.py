@@ -8,7 +8,9 @@ temperature 0.
 Order of operations, the one transformers applies for `generate(do_sample=True)`:
   penalties -> temperature -> top-k -> top-p -> min-p -> draw.
 Ids at or above the vocabulary limit (the padded rows of the embedding, 151,669..151,935 for the
-real vocab) are removed before anything else, so they can never be drawn.
+real vocab) are set to -inf after the temperature divides the logits (dividing -inf by a huge T
+can give NaN when XLA multiplies by a flushed-to-zero 1/T, and top-k ranks NaN first), so they can
+never be drawn.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ _NEG = -jnp.inf
 # Temperatures below this sample the argmax: logits / T would overflow float32 (and turn into NaN)
 # long before the draw could differ from the greedy choice.
 MIN_TEMPERATURE = 1e-5
+# Temperatures above this are refused: 1/T must stay a normal float32 (XLA on CPU flushes
+# subnormals such as 1/3e38 to zero) and T itself must fit float32 (max 3.4e38). Anything this
+# large already samples uniformly among the candidates.
+MAX_TEMPERATURE = 1e30
 SEED_LIMIT = 2**32
 
 
@@ -35,7 +41,7 @@ class Sampling:
 
     Attributes:
       temperature: 0 means greedy (argmax); otherwise logits are divided by it. Finite; values
-        below `MIN_TEMPERATURE` are greedy too.
+        below `MIN_TEMPERATURE` are greedy too; values above `MAX_TEMPERATURE` are refused.
       top_p: keep the smallest set of most likely tokens whose probability sums to >= top_p
         (1.0 keeps all).
       top_k: keep the k most likely tokens (0 keeps all).
@@ -62,8 +68,8 @@ class Sampling:
                 raise ValueError(f"invalid sampling: {name} must be a number, got {type(v).__name__} {v!r}")
             if not math.isfinite(v):
                 raise ValueError(f"invalid sampling: {name} must be finite, got {v}")
-        if not self.temperature >= 0:
-            problems.append(f"temperature must be >= 0 (0 is greedy), got {self.temperature}")
+        if not 0 <= self.temperature <= MAX_TEMPERATURE:
+            problems.append(f"temperature must lie in [0, {MAX_TEMPERATURE:g}] (0 is greedy), got {self.temperature}")
         if not 0 < self.top_p <= 1:
             problems.append(f"top_p must lie in (0, 1], got {self.top_p}")
         if isinstance(self.top_k, bool) or int(self.top_k) != self.top_k or self.top_k < 0:
@@ -155,7 +161,8 @@ def candidate_logits(logits: jax.Array, sampling: Sampling, limit: int) -> tuple
       when top_k is 0. Sorted by decreasing logit; the first entry is always kept.
     """
     V = logits.shape[-1]
-    logits = jnp.where(jnp.arange(V) < limit, logits, _NEG) / sampling.temperature
+    # Mask after scaling: the scaled value of a masked id is whatever the division made of it.
+    logits = jnp.where(jnp.arange(V) < limit, logits / sampling.temperature, _NEG)
     k = min(sampling.top_k, limit) if sampling.top_k > 0 else V
     # lax.top_k returns values sorted descending (ties: lower index first), so top-k is a slice
     # and top-p a cumulative sum over the survivors.

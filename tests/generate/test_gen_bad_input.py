@@ -6,7 +6,7 @@ import pytest
 
 import qwen3_jax
 from qwen3_jax.config import Qwen3Config
-from qwen3_jax.generate.sampling import GREEDY, MIN_TEMPERATURE, Sampling
+from qwen3_jax.generate.sampling import GREEDY, MAX_TEMPERATURE, MIN_TEMPERATURE, Sampling, next_tokens
 from qwen3_jax.testing import SMALL_DENSE
 
 
@@ -26,6 +26,9 @@ def model():
     ("seed", 2**64, r"seed must be an integer in \[0, 2\*\*32\)"),
     ("seed", -1, r"seed must be an integer in \[0, 2\*\*32\)"),
     ("seed", None, "seed must be a number, got NoneType"),
+    ("temperature", 3e38, r"temperature must lie in \[0, 1e\+30\]"),
+    ("temperature", 1e39, r"temperature must lie in \[0, 1e\+30\]"),
+    ("temperature", 1e300, r"temperature must lie in \[0, 1e\+30\]"),
 ])
 def test_sampling_fields_are_checked(field, value, message):
     with pytest.raises(ValueError, match=message):
@@ -44,6 +47,19 @@ def test_tiny_temperatures_are_greedy(model, temperature):
 def test_sampled_ids_stay_inside_the_vocabulary(model):
     out = model.generate([[1, 2]], max_new_tokens=16, sampling=Sampling(temperature=50.0, seed=0), stop_tokens=[])
     assert all(0 <= t < model.config.vocab_size for t in out[0])
+
+
+@pytest.mark.parametrize("temperature", [1.0, 1e20, MAX_TEMPERATURE, 3e38, 1e39, 1e300])
+def test_masked_ids_are_never_drawn_at_any_temperature(temperature):
+    # 300 logits, limit 256: ids 256..299 are the padded rows and must never come out. The
+    # largest temperatures are refused by Sampling; set them anyway to check the mask itself.
+    import jax
+
+    logits = jax.random.normal(jax.random.PRNGKey(0), (8, 300)).at[:, 256:].set(5.0)
+    s = Sampling(seed=0)
+    object.__setattr__(s, "temperature", temperature)
+    got = np.concatenate([np.asarray(next_tokens(logits, jax.random.PRNGKey(k), s, 256)) for k in range(4)])
+    assert got.min() >= 0 and got.max() < 256, got
 
 
 @pytest.mark.parametrize("prompts, message", [
