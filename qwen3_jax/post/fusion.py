@@ -11,7 +11,8 @@ multi-turn samples whose flags change between turns, where the model follows the
 
 Everything returns new message lists; the input is never modified. Rendering (and so what the
 loss sees) is ``sft_data.tokenize_chat``: in multi-turn samples the chat template drops the
-reasoning of earlier assistant turns, so only the final turn shows its mode's think block.
+reasoning of earlier assistant turns, so only the final turn shows its mode's think block, and
+only that turn is trained (``train_on="last"``, the default).
 """
 
 from __future__ import annotations

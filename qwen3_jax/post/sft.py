@@ -36,7 +36,9 @@ class SFTData:
         tokenizer: a directory with ``tokenizer.json``; None: the ``--init-from`` checkpoint's when it
             has one (a training run records its own), else the Qwen3 tokenizer.
         overlong: a conversation longer than ``train.seq_len``: "drop" (counted) or "error".
-        train_on: "all" assistant turns or only the "last" one.
+        train_on: only the "last" assistant turn (default), or "all". History turns render with no
+            think block (the chat template drops their reasoning), so training on them teaches
+            replies without one; see `sft_data`'s docstring.
         packing_bins: rows the packer fills at once (0: max(8, local batch)).
         seed: seed of the synthetic data.
     """
@@ -44,7 +46,7 @@ class SFTData:
     paths: tuple[str, ...]
     tokenizer: str | None = None
     overlong: str = "drop"
-    train_on: str = "all"
+    train_on: str = "last"
     packing_bins: int = 0
     seed: int = 0
 

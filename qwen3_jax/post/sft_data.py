@@ -2,11 +2,12 @@
 
     sample = tokenize_chat(messages, tokenizer, tools=None)
     sample.ids        # int32 [n], the rendered conversation (no generation prompt)
-    sample.loss_mask  # bool [n], True on every token an assistant turn produced
+    sample.loss_mask  # bool [n], True on every token the trained assistant turn produced
 
 The text is ``chat.render(messages, tools, add_generation_prompt=False)``, byte for byte the Qwen3
 chat template. An assistant turn renders as ``<|im_start|>assistant\\n`` + body + ``<|im_end|>``;
-the loss covers the body (think block, answer, tool calls) and the closing ``<|im_end|>``, i.e.
+the loss covers the body (think block, answer, tool calls) and the closing ``<|im_end|>`` of the
+last assistant turn (of every one with ``train_on="all"``), i.e.
 exactly what the model generates after the ``<|im_start|>assistant\\n`` prompt. Everything else
 (system, user, tool responses, the role headers, the newline after ``<|im_end|>``) is context.
 
@@ -18,6 +19,15 @@ equals tokenizing the whole string in all but contrived cases.
 As the template does, reasoning of assistant turns before the last user query is not rendered
 (Qwen3 keeps no thinking in history), and a final assistant turn always carries a think block,
 empty (``<think>\\n\\n</think>\\n\\n``) when it has no reasoning: the non-thinking format.
+
+Which turns are trained (``train_on``) defaults to "last": a history turn renders as
+``<|im_start|>assistant\\nA<|im_end|>``, with no think block at all (the template of Qwen3's
+``tokenizer_config.json`` strips history reasoning), while at inference the model always opens
+its reply with a think block (empty in non-thinking mode). Training on history turns would teach
+replies with no think block, which the format reward (`rewards.format_problem`) scores 0 and the
+report's fusion format (arXiv 2505.09388 §4.3) never shows. "all" is still available for data
+whose earlier assistant turns are wanted (e.g. tool-call turns after the last user message, which
+keep their think block); experiments/hybrid_thinking/run.py trains with "last".
 """
 
 from __future__ import annotations
@@ -106,7 +116,7 @@ def assistant_spans(text: str) -> list[tuple[int, int]]:
 
 
 def tokenize_chat(messages: Sequence[dict], tokenizer, tools: Sequence[dict] | None = None,
-                  train_on: str = "all", where: str = "conversation") -> ChatSample:
+                  train_on: str = "last", where: str = "conversation") -> ChatSample:
     """Renders and tokenizes a conversation with an assistant-only loss mask.
 
     Args:
@@ -114,7 +124,7 @@ def tokenize_chat(messages: Sequence[dict], tokenizer, tools: Sequence[dict] | N
             ``reasoning_content``, inline ``<think>…</think>`` or ``tool_calls``.
         tokenizer: a ``qwen3_jax.Tokenizer``.
         tools: optional tool schemas.
-        train_on: "all" assistant turns, or only the "last" one.
+        train_on: only the "last" assistant turn (default; see the module docstring), or "all".
         where: names the conversation in error messages.
 
     Returns:
@@ -174,7 +184,7 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[str, list[dict], list[
             yield where, messages, tools
 
 
-def load_samples(paths: Sequence[str | os.PathLike], tokenizer, train_on: str = "all") -> list[ChatSample]:
+def load_samples(paths: Sequence[str | os.PathLike], tokenizer, train_on: str = "last") -> list[ChatSample]:
     """Reads and tokenizes every conversation of some JSONL files (checks each line first)."""
     return [tokenize_chat(m, tokenizer, tools=t, train_on=train_on, where=w)
             for p in paths for w, m, t in read_jsonl(p)]

@@ -63,7 +63,7 @@ CASES = {
 @pytest.mark.parametrize("case", list(CASES))
 def test_mask_covers_exactly_assistant_tokens(tok, case):
     messages, tools, expected_text, assistant = CASES[case]
-    sample = sft_data.tokenize_chat(messages, tok, tools=tools)
+    sample = sft_data.tokenize_chat(messages, tok, tools=tools, train_on="all")
     # The rendered string is the chat template's own output.
     assert sample.text == chat.render_jinja(chat.QWEN3_CHAT_TEMPLATE, messages, tools=tools,
                                             add_generation_prompt=False)
@@ -80,10 +80,17 @@ def test_mask_covers_exactly_assistant_tokens(tok, case):
     assert sample.ids.dtype == np.int32 and sample.loss_mask.shape == sample.ids.shape
 
 
-def test_train_on_last_only(tok):
-    messages, _, _, assistant = CASES["multi_turn"]
-    masked, _ = runs(sft_data.tokenize_chat(messages, tok, train_on="last"), tok)
-    assert masked == assistant[-1:]
+def test_train_on_last_is_the_default(tok):
+    """History turns render with no think block, so by default only the last assistant turn is trained."""
+    messages, _, text, assistant = CASES["multi_turn"]
+    default = sft_data.tokenize_chat(messages, tok)
+    masked, rest = runs(default, tok)
+    assert masked == assistant[-1:] and "Hello!<|im_end|>" in rest
+    assert (default.ids == sft_data.tokenize_chat(messages, tok, train_on="last").ids).all()
+    assert runs(sft_data.tokenize_chat(messages, tok, train_on="all"), tok)[0] == assistant
+    from qwen3_jax.post.sft import SFTData
+    assert SFTData.from_dict({"paths": ["x.jsonl"]}).train_on == "last"
+    assert SFTData.from_dict({"paths": ["x.jsonl"], "train_on": "all"}).train_on == "all"
 
 
 def test_bad_conversations(tok, tmp_path):
