@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import math
 import os
 from typing import Any
 
@@ -48,7 +49,8 @@ class GRPOSection:
         rewards: reward name -> weight. Names: "accuracy", "format", "length" (soft overlong penalty
             over the last ``length_buffer`` tokens), or "module:function" for your own.
         length_buffer: tokens of the length penalty's ramp.
-        temperature, top_p, top_k: the rollout sampler (the loss scores logits / temperature).
+        temperature, top_p, top_k: the rollout sampler (the loss scores logits / temperature, so
+            the temperature must be finite and > 0: greedy decoding has no log-probabilities).
         epsilon, epsilon_high, beta, aggregation: the objective (`grpo_loss.GRPOLossConfig`).
         num_iterations: optimizer steps per rollout batch (each a trainer step).
         scale_rewards: divide advantages by the group std.
@@ -88,6 +90,10 @@ class GRPOSection:
             raise ConfigError(f"grpo.overlong_prompts={out.overlong_prompts!r} must be drop or error")
         if not out.rewards:
             raise ConfigError("grpo.rewards: give at least one reward function")
+        t = out.temperature
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+            raise ConfigError(f"grpo.temperature={t!r} must be a finite number > 0 (the loss scores the "
+                              "logits divided by it; greedy sampling, 0, has no log-probabilities)")
         return out
 
     def loss_config(self) -> GRPOLossConfig:

@@ -63,6 +63,10 @@ def test_grpo_config_errors_write_nothing(tmp_path, small_tok):
         grpo(cfg(steps=4, every=2), twice, tmp_path / "d", devices=ONE, tokenizer=small_tok, stop_at=1)
     with pytest.raises(ConfigError, match=r"unknown key\(s\) \['group'\]"):
         GRPOSection.from_dict({"group": 4})
+    for t in (0, 0.0, -1.0, float("nan"), float("inf"), "hot"):
+        with pytest.raises(ConfigError, match=f"grpo.temperature={t!r} must be a finite number > 0"):
+            GRPOSection.from_dict({"temperature": t})
+    assert GRPOSection.from_dict({"temperature": 0.7}).temperature == 0.7
     assert not any(os.path.exists(tmp_path / r) for r in "abcd")
 
 
