@@ -8,8 +8,9 @@ non-thinking prompts alike) with the compiled engine, from the teacher (``mode: 
 from the student itself (``mode: on_policy``), scores every completion position with both models,
 and takes an optimizer step on the student's mean per-token KL to the teacher
 (`distill_loss.chunked_kl`, forward or reverse). Teacher and student may differ in size but must
-share the vocabulary; the teacher may live on its own mesh (``teacher_mesh``) over the same
-devices, its hidden states are moved to the student's layout before the loss.
+share the vocabulary (the same ``vocab_size``, and the same tokenizer when both checkpoints carry
+one: `distill_loss.check_vocabularies`); the teacher may live on its own mesh (``teacher_mesh``)
+over the same devices, its hidden states are moved to the student's layout before the loss.
 """
 
 from __future__ import annotations
@@ -93,6 +94,15 @@ def load_teacher(path: str, mesh=None, dtype="float32"):
     return load(path, dtype=dtype, mesh=mesh)
 
 
+def checkpoint_tokenizer(path: str | os.PathLike | None):
+    """The tokenizer.json of a checkpoint or run directory, or None when it has none."""
+    from qwen3_jax.text.tokenizer import Tokenizer
+
+    if path is None or not os.path.isfile(os.path.join(os.fspath(path), "tokenizer.json")):
+        return None
+    return Tokenizer.from_pretrained(path)
+
+
 def distill(cfg: TrainConfig, section: DistillSection, run_dir: str | os.PathLike, teacher, init_from: str | None = None,
             stop_at: int | None = None, quiet: bool = False, devices=None, tokenizer=None):
     """Runs (or resumes) distillation; returns (the `RLRun`, the metric records of this invocation).
@@ -121,9 +131,10 @@ def distill(cfg: TrainConfig, section: DistillSection, run_dir: str | os.PathLik
         except ValueError as e:
             raise ConfigError(f"distill.teacher_mesh: {e}") from None
         teacher = load_teacher(t_path, t_mesh)
+        t_tok = checkpoint_tokenizer(t_path)
     else:
-        t_path = None
-    check_vocabularies(teacher.config, cfg.model_config())
+        t_path, t_tok = None, teacher.tokenizer
+    check_vocabularies(teacher.config, cfg.model_config(), t_tok, checkpoint_tokenizer(init_from))
     tokenizer = tokenizer or load_tokenizer(section.tokenizer, t_path or init_from)
     if len(tokenizer) > teacher.config.vocab_size:
         raise ConfigError(f"the tokenizer has {len(tokenizer)} ids, the models' vocabulary {teacher.config.vocab_size}")

@@ -28,11 +28,29 @@ class VocabularyMismatch(ValueError):
     """Teacher and student do not share one vocabulary."""
 
 
-def check_vocabularies(teacher_config, student_config) -> None:
-    """Raises VocabularyMismatch when the two models' vocabularies differ."""
+def check_vocabularies(teacher_config, student_config, teacher_tokenizer=None, student_tokenizer=None) -> None:
+    """Raises VocabularyMismatch when the two models' vocabularies differ.
+
+    The models' ``vocab_size`` must be equal; when both tokenizers are known (each a
+    `qwen3_jax.Tokenizer`, e.g. from the checkpoints' tokenizer.json) their token -> id maps, added
+    tokens included, must be equal too: two BPEs of the same size give the same id different
+    strings, and the KL would then compare unrelated tokens.
+    """
     if teacher_config.vocab_size != student_config.vocab_size:
         raise VocabularyMismatch(f"the teacher's vocabulary ({teacher_config.vocab_size} ids) differs from the "
                                  f"student's ({student_config.vocab_size}); distillation needs one shared tokenizer")
+    if teacher_tokenizer is None or student_tokenizer is None:
+        return
+    t = teacher_tokenizer.backend.get_vocab(with_added_tokens=True)
+    s = student_tokenizer.backend.get_vocab(with_added_tokens=True)
+    if t == s:
+        return
+    t_ids, s_ids = {i: tok for tok, i in t.items()}, {i: tok for tok, i in s.items()}
+    diff = sorted(i for i in t_ids.keys() | s_ids.keys() if t_ids.get(i) != s_ids.get(i))
+    i = diff[0]
+    raise VocabularyMismatch(f"the teacher's tokenizer ({len(t)} tokens) differs from the student's ({len(s)} "
+                             f"tokens) at {len(diff)} ids, first id {i}: teacher {t_ids.get(i)!r}, student "
+                             f"{s_ids.get(i)!r}; distillation needs one shared tokenizer")
 
 
 def token_kl(student_logits: jax.Array, teacher_logits: jax.Array, direction: str = "forward",

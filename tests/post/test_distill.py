@@ -81,3 +81,30 @@ def test_teacher_on_its_own_mesh_gives_the_same_kl(tmp_path, small_tok):
                                                                    "max_new_tokens": 8}), tmp_path / "bad",
                 str(tmp_path / "teacher"), devices=two, tokenizer=small_tok)
     assert not os.path.exists(tmp_path / "bad")
+
+
+def test_teacher_with_another_tokenizer_of_the_same_size_is_refused(tmp_path, small_tok):
+    """Same vocab_size, different tokens: the tokenizers that the two checkpoints carry are compared."""
+    from qwen3_jax.post import synthetic
+    from qwen3_jax.text.train_bpe import train_bpe
+
+    # Another BPE of the same size: trained on the same kind of chats, spelled backwards.
+    other = train_bpe([r["messages"][0]["content"][::-1] + " " + r["messages"][-1]["content"][::-1]
+                       for r in synthetic.sft_records(300, seed=1)], len(small_tok))
+    assert len(other) == len(small_tok)
+    teacher = tiny_model(320)
+    teacher.tokenizer = other
+    small_tok.save(tmp_path / "student")  # the student's checkpoint dir: only its tokenizer is read before the refusal
+    section = DistillSection(max_prompt_tokens=64, max_new_tokens=8)
+    with pytest.raises(VocabularyMismatch, match=r"teacher's tokenizer \(320 tokens\) differs from the student's "
+                                                 r"\(320 tokens\) at \d+ ids, first id \d+: teacher '.*', student"):
+        distill(cfg(), section, tmp_path / "r", teacher, init_from=str(tmp_path / "student"), devices=ONE,
+                tokenizer=small_tok)
+    assert not os.path.exists(tmp_path / "r")
+    from qwen3_jax.post.distill import checkpoint_tokenizer
+    from qwen3_jax.post.distill_loss import check_vocabularies
+
+    same = checkpoint_tokenizer(tmp_path / "student")
+    check_vocabularies(teacher.config, teacher.config, same, small_tok)  # equal maps pass
+    check_vocabularies(teacher.config, teacher.config, other, None)  # one side unknown: only vocab_size
+    assert checkpoint_tokenizer(tmp_path / "nothing") is None
