@@ -22,6 +22,23 @@ class ConfigError(ValueError):
     """A config that is not a Qwen3 config, or whose values contradict each other."""
 
 
+# Sizes, positions and token ids index int32 arrays (JAX's default integer type).
+INT_LIMIT = 2**31
+
+
+def check_number(block: str, key: str, v: Any, *, integer: bool = False, low: float = 0,
+                 inclusive: bool = True) -> None:
+    """Raises ConfigError naming `block key=v` unless v is a number (an int when `integer`, never a
+    bool or a string) that is >= low (> low when not `inclusive`), finite, and below INT_LIMIT for
+    integers."""
+    kind = "an integer" if integer else "a finite number"
+    bound = f"{'>=' if inclusive else '>'} {low:g}" + (" and < 2**31" if integer else "")
+    if isinstance(v, bool) or not isinstance(v, int if integer else (int, float)):
+        raise ConfigError(f"{block} {key}={v!r} must be {kind} {bound}, got {type(v).__name__}")
+    if not math.isfinite(v) or not (v >= low if inclusive else v > low) or (integer and v >= INT_LIMIT):
+        raise ConfigError(f"{block} {key}={v!r} must be {kind} {bound}")
+
+
 @dataclasses.dataclass(frozen=True)
 class RopeScaling:
     """YaRN (or linear) RoPE scaling, as in `rope_scaling` of config.json.
@@ -51,22 +68,29 @@ class RopeScaling:
             d["attention_factor"] = self.attention_factor
         return d
 
+    def __post_init__(self):
+        if self.rope_type not in ("yarn", "linear"):
+            raise ConfigError(f"rope_scaling type {self.rope_type!r} is not supported (yarn, linear)")
+        check_number("rope_scaling", "factor", self.factor, low=1.0)
+        if self.original_max_position_embeddings is not None:
+            check_number("rope_scaling", "original_max_position_embeddings", self.original_max_position_embeddings,
+                         integer=True, low=1)
+        for key in ("beta_fast", "beta_slow") + (("attention_factor",) if self.attention_factor is not None else ()):
+            check_number("rope_scaling", key, getattr(self, key), low=0.0, inclusive=False)
+            object.__setattr__(self, key, float(getattr(self, key)))
+        object.__setattr__(self, "factor", float(self.factor))
+
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RopeScaling":
-        """From the `rope_scaling` object of a config.json (`type` is read as `rope_type`)."""
-        rtype = d.get("rope_type", d.get("type"))
-        if rtype not in ("yarn", "linear"):
-            raise ConfigError(f"rope_scaling type {rtype!r} is not supported (yarn, linear)")
-        if "factor" not in d or d["factor"] is None or float(d["factor"]) < 1.0:
-            raise ConfigError(f"rope_scaling factor={d.get('factor')!r} must be a number >= 1")
-        return cls(
-            rope_type=rtype,
-            factor=float(d["factor"]),
-            original_max_position_embeddings=d.get("original_max_position_embeddings"),
-            beta_fast=float(d.get("beta_fast") or 32.0),
-            beta_slow=float(d.get("beta_slow") or 1.0),
-            attention_factor=d.get("attention_factor"),
-        )
+        """From the `rope_scaling` object of a config.json (`type` is read as `rope_type`); a null
+        beta takes its default. Errors name the bad key."""
+        def get(key, default):
+            return default if d.get(key) is None else d[key]
+
+        return cls(rope_type=d.get("rope_type", d.get("type")), factor=d.get("factor"),
+                   original_max_position_embeddings=d.get("original_max_position_embeddings"),
+                   beta_fast=get("beta_fast", 32.0), beta_slow=get("beta_slow", 1.0),
+                   attention_factor=d.get("attention_factor"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +112,13 @@ class DualChunkAttention:
     local_size: int
     original_max_position_embeddings: int = 0
 
+    def __post_init__(self):
+        for k in ("chunk_size", "local_size", "original_max_position_embeddings"):
+            check_number("dual_chunk_attention_config", k, getattr(self, k), integer=True, low=0)
+        if self.chunk_size <= self.local_size:
+            raise ConfigError(f"dual_chunk_attention_config chunk_size={self.chunk_size} must be larger than "
+                              f"local_size={self.local_size}")
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -97,16 +128,9 @@ class DualChunkAttention:
         missing = [k for k in ("chunk_size", "local_size") if d.get(k) is None]
         if missing:
             raise ConfigError(f"dual_chunk_attention_config lacks {missing}")
-        vals = {}
-        for k in ("chunk_size", "local_size", "original_max_position_embeddings"):
-            v = d.get(k) or 0
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
-                raise ConfigError(f"dual_chunk_attention_config {k}={d.get(k)!r} must be an integer >= 0")
-            vals[k] = v
-        if vals["chunk_size"] <= vals["local_size"]:
-            raise ConfigError(f"dual_chunk_attention_config chunk_size={vals['chunk_size']} must be larger than "
-                              f"local_size={vals['local_size']}")
-        return cls(**vals)
+        omp = d.get("original_max_position_embeddings")
+        return cls(chunk_size=d["chunk_size"], local_size=d["local_size"],
+                   original_max_position_embeddings=0 if omp is None else omp)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -210,6 +234,8 @@ class Qwen3Config:
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, int):
                 problems.append(f"{f}={v!r} must be an integer, got {type(v).__name__}")
+            elif abs(v) >= INT_LIMIT:
+                problems.append(f"{f}={v!r} must be below 2**31")
         for f in _FLOAT_FIELDS:
             v = getattr(self, f)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
@@ -220,12 +246,16 @@ class Qwen3Config:
         for f in ("bos_token_id", "eos_token_id"):
             v = getattr(self, f)
             ids = v if isinstance(v, tuple) else (v,)
-            if v is not None and any(isinstance(i, bool) or not isinstance(i, int) or i < 0 for i in ids):
+            if v is not None and any(isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < INT_LIMIT
+                                     for i in ids):
                 problems.append(f"{f}={v!r} must be a token id, a list of them, or null")
         if any(isinstance(i, bool) or not isinstance(i, int) for i in self.mlp_only_layers):
             problems.append(f"mlp_only_layers={list(self.mlp_only_layers)!r} must be a list of layer indices")
         if not isinstance(self.name, str):
             problems.append(f"name={self.name!r} must be a string")
+        for f, kind in (("rope_scaling", RopeScaling), ("dual_chunk_attention_config", DualChunkAttention)):
+            if getattr(self, f) is not None and not isinstance(getattr(self, f), kind):
+                problems.append(f"{f} must be an object, got {type(getattr(self, f)).__name__}")
         return problems
 
     def validate(self) -> None:

@@ -64,6 +64,9 @@ def from_hf_dict(d: Mapping[str, Any], name: str = "", cls: type[Qwen3Config] = 
         if d.get(key) is not None and not isinstance(d[key], kind):
             raise ConfigError(f"config.json {key} must be {'an object' if kind is Mapping else 'a list'}, "
                               f"got {d[key]!r:.60}")
+    layers = d.get("mlp_only_layers") or []
+    if any(isinstance(i, bool) or not isinstance(i, int) for i in layers):
+        raise ConfigError(f"config.json mlp_only_layers={layers!r:.60} must be a list of integer layer indices")
     rope = d.get("rope_parameters") or {}
     rope_theta = d.get("rope_theta", rope.get("rope_theta", defaults["rope_theta"]))
     if isinstance(rope_theta, bool) or not isinstance(rope_theta, (int, float)):

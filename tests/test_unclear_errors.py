@@ -41,6 +41,23 @@ def _cli_fails(proc, command, *needles):
     ({"max_position_embeddings": -5}, "max_position_embeddings=-5 must be a positive integer"),
     ({"eos_token_id": "x"}, "eos_token_id='x' must be a token id"),
     ({"model_type": "qwen3_moe", "num_experts": "8"}, "num_experts='8' must be an integer"),
+    ({"rope_scaling": {"rope_type": "yarn", "factor": "4"}}, "rope_scaling factor='4' must be a finite number >= 1"),
+    ({"rope_scaling": {"rope_type": "yarn", "factor": True}}, "rope_scaling factor=True must be a finite number"),
+    ({"rope_scaling": {"rope_type": "yarn", "factor": 4, "original_max_position_embeddings": "128"}},
+     "rope_scaling original_max_position_embeddings='128' must be an integer >= 1"),
+    ({"rope_scaling": {"rope_type": "yarn", "factor": 4, "beta_fast": "x"}}, "rope_scaling beta_fast='x' must be a"),
+    ({"rope_scaling": {"rope_type": "yarn", "factor": 4, "beta_slow": 0}}, "rope_scaling beta_slow=0 must be a"),
+    ({"rope_scaling": {"rope_type": "yarn", "factor": 4, "attention_factor": "1.2"}},
+     "rope_scaling attention_factor='1.2' must be a"),
+    ({"rope_parameters": {"rope_type": "yarn", "factor": "4", "rope_theta": 1e6}}, "rope_scaling factor='4'"),
+    ({"dual_chunk_attention_config": {"chunk_size": 8.0, "local_size": 2}},
+     "dual_chunk_attention_config chunk_size=8.0 must be an integer"),
+    ({"dual_chunk_attention_config": {"chunk_size": 2**40, "local_size": 2}},
+     "dual_chunk_attention_config chunk_size=1099511627776 must be an integer >= 0 and < 2"),
+    ({"mlp_only_layers": [1.5]}, r"mlp_only_layers=\[1.5\] must be a list of integer layer indices"),
+    ({"model_type": "qwen3_moe", "num_experts": 4, "mlp_only_layers": [True]}, "mlp_only_layers=.True"),
+    ({"vocab_size": 2**80}, "vocab_size=1208925819614629174706176 must be below 2"),
+    ({"eos_token_id": 2**40}, "eos_token_id=1099511627776 must be a token id"),
 ])
 def test_config_values_of_the_wrong_type_or_range(tmp_path, change, message):
     (tmp_path / "config.json").write_text(json.dumps({**GOOD, **change}))
@@ -54,6 +71,9 @@ def test_config_values_of_the_wrong_type_or_range(tmp_path, change, message):
     ({"hidden_size": True}, "hidden_size=True must be an integer"),
     ({"num_hidden_layers": None}, "num_hidden_layers=None must be an integer"),
     ({"max_position_embeddings": 0}, "max_position_embeddings=0 must be a positive integer"),
+    ({"rope_scaling": {"rope_type": "yarn", "factor": 4, "original_max_position_embeddings": "128"}},
+     "rope_scaling original_max_position_embeddings='128' must be an integer"),
+    ({"vocab_size": 2**80}, "vocab_size=1208925819614629174706176 must be below 2**31"),
 ])
 def test_config_values_of_the_wrong_type_on_the_cli(tmp_path, change, message):
     src = tmp_path / "src"
@@ -179,3 +199,19 @@ def test_api_names_the_tokenizer_mismatch_like_the_cli(small_model, cache, monke
     monkeypatch.setenv(CACHE_ENV, cache[CACHE_ENV])
     with pytest.raises(ValueError, match="the tokenizer has 151669 ids but the model's embedding only 256 rows"):
         small_model.chat([{"role": "user", "content": "hi"}], max_new_tokens=2)
+
+
+def test_convert_refuses_a_bad_nested_value_before_writing(tmp_path):
+    # A complete checkpoint whose only fault is a string in rope_scaling: it used to convert
+    # (exit 0, output written) and fail with a raw TypeError on the first forward pass.
+    from qwen3_jax.testing import write_hf_checkpoint
+
+    src = tmp_path / "src"
+    write_hf_checkpoint(src)
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["rope_scaling"] = {"rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": "128"}
+    (src / "config.json").write_text(json.dumps(cfg))
+    before = sorted(os.listdir(src))
+    _cli_fails(run_cli("convert", str(src), str(tmp_path / "out"), "--quiet"), "convert",
+               str(src / "config.json"), "rope_scaling original_max_position_embeddings='128' must be an integer")
+    assert sorted(os.listdir(tmp_path)) == ["src"] and sorted(os.listdir(src)) == before
