@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -29,85 +28,8 @@ import tokenizers
 
 from qwen3_jax.text import build, template
 from qwen3_jax.text.ids import token_ids
-
-CACHE_ENV = "QWEN3_JAX_CACHE_DIR"
-
-
-class TokenizerFileError(ValueError):
-    """A tokenizer file exists but cannot be read (bad JSON, wrong structure)."""
-
-
-def cache_dir() -> Path:
-    """Returns the directory where the built Qwen3 ``tokenizer.json`` is cached.
-
-    Returns:
-        ``$QWEN3_JAX_CACHE_DIR`` if set, else ``$XDG_CACHE_HOME/qwen3_jax``, else
-        ``~/.cache/qwen3_jax``.
-    """
-    if os.environ.get(CACHE_ENV):
-        return Path(os.environ[CACHE_ENV])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "qwen3_jax"
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    # Temp file in the same directory + rename: a concurrent reader (another test
-    # worker, another process) sees either no file or the complete file.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def qwen3_tokenizer_config(first_added_id: int = build.NUM_BPE_TOKENS) -> dict[str, Any]:
-    """Returns the ``tokenizer_config.json`` of the released Qwen3 checkpoints (their ``tokenizer_config.json`` on the Hugging Face hub).
-
-    Args:
-        first_added_id: id of ``<|endoftext|>``, the first of the 26 added tokens
-            (151,643 for Qwen's vocabulary; smaller for a tokenizer trained by
-            ``qwen3_jax.text.train_bpe``).
-
-    Returns:
-        A JSON-serialisable dict, chat template included.
-    """
-    added = {
-        str(first_added_id + i): {
-            "content": content, "lstrip": False, "normalized": False, "rstrip": False,
-            "single_word": False, "special": special,
-        }
-        for i, (content, special) in enumerate(build.ADDED_TOKENS)
-    }
-    return {
-        "add_bos_token": False,
-        "add_prefix_space": False,
-        "added_tokens_decoder": added,
-        # The 13 entries from <|im_start|> to <|video_pad|>, as in the release.
-        "additional_special_tokens": [c for c, _ in build.ADDED_TOKENS[1:14]],
-        "bos_token": None,
-        "chat_template": template.QWEN3_CHAT_TEMPLATE,
-        "clean_up_tokenization_spaces": False,
-        "eos_token": "<|im_end|>",
-        "errors": "replace",
-        "model_max_length": 131072,
-        "pad_token": "<|endoftext|>",
-        "split_special_tokens": False,
-        "tokenizer_class": "Qwen2Tokenizer",
-        "unk_token": None,
-    }
-
-
-def _load_backend(path: Path) -> tokenizers.Tokenizer:
-    try:
-        return tokenizers.Tokenizer.from_file(str(path))
-    except Exception as e:  # tokenizers raises plain Exception for bad JSON/structure
-        raise TokenizerFileError(f"{path}: not a valid tokenizer.json ({e})") from e
-
+from qwen3_jax.text.tokenizer_files import (  # noqa: F401  (re-exported: the public names lived here)
+    CACHE_ENV, TokenizerFileError, cache_dir, load_backend, qwen3_tokenizer_config, write_atomic)
 
 class Tokenizer:
     """Qwen3 tokenizer: encode/decode, special ids, chat template, save.
@@ -155,7 +77,7 @@ class Tokenizer:
             raise FileNotFoundError(f"tokenizer path does not exist: {path}")
         if not tok_file.is_file():
             raise FileNotFoundError(f"no tokenizer.json in {directory}")
-        backend = _load_backend(tok_file)
+        backend = load_backend(tok_file)
         config: dict[str, Any] = {}
         config_file = directory / "tokenizer_config.json"
         if config_file.is_file():
@@ -185,14 +107,14 @@ class Tokenizer:
         backend = None
         if cached.is_file():
             try:
-                backend = _load_backend(cached)
+                backend = load_backend(cached)
             except TokenizerFileError:
                 backend = None  # e.g. a truncated file from a killed writer: rebuild
         if backend is None:
             text = json.dumps(build.build_tokenizer_json(), ensure_ascii=False)
             backend = tokenizers.Tokenizer.from_str(text)
             try:
-                _write_atomic(cached, text)
+                write_atomic(cached, text)
             except OSError as e:  # a read-only home must not stop tokenisation
                 warnings.warn(f"could not cache the Qwen3 tokenizer at {cached}: {e}")
         return cls(backend, qwen3_tokenizer_config())
@@ -208,9 +130,9 @@ class Tokenizer:
         """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        _write_atomic(directory / "tokenizer.json", self.backend.to_str())
+        write_atomic(directory / "tokenizer.json", self.backend.to_str())
         config = dict(self.config) or qwen3_tokenizer_config()
-        _write_atomic(directory / "tokenizer_config.json",
+        write_atomic(directory / "tokenizer_config.json",
                       json.dumps(config, ensure_ascii=False, indent=2))
         return directory
 

@@ -21,7 +21,8 @@ import tokenizers
 from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 
 from qwen3_jax.text import build
-from qwen3_jax.text.tokenizer import Tokenizer, qwen3_tokenizer_config
+from qwen3_jax.text.tokenizer import Tokenizer
+from qwen3_jax.text.tokenizer_files import qwen3_tokenizer_config
 
 # 256 byte tokens are always in the vocabulary (byte-level BPE never needs an
 # unknown token), then the 26 added tokens; at least a few merges on top.

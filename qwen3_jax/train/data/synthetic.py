@@ -200,7 +200,7 @@ PREFIX = "synthetic:"
 def resolve(path: str) -> Path:
     """The directory of a `synthetic:KIND` source path, writing the default corpus (seed 0) into
     the qwen3_jax cache (`$QWEN3_JAX_CACHE_DIR`, else ~/.cache/qwen3_jax) on first use."""
-    from qwen3_jax.text.tokenizer import cache_dir
+    from qwen3_jax.text.tokenizer_files import cache_dir
 
     kind = path[len(PREFIX):]
     if kind not in KINDS:
