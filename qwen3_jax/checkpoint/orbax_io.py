@@ -187,9 +187,15 @@ def read_checksums(path: str | os.PathLike) -> dict[Path, int] | None:
 
 
 def verify_checksum(path: str | os.PathLike, param: Path, array, sums: dict[Path, int] | None) -> None:
-    """Raises CheckpointError when `array` does not match the checksum stored for `param`."""
-    if sums is None or param not in sums:
+    """Raises CheckpointError when `array` does not match the checksum stored for `param`, or when
+    the directory has a checksum table (`sums`) without an entry for `param` (a table with a hole
+    would let that array's damage through). `sums` None: a directory from before checksums."""
+    if sums is None:
         return
+    if param not in sums:
+        raise CheckpointError(f"{path}: {CHECKSUM_FILE} has no checksum for {'/'.join(param)}, so its data "
+                              f"cannot be verified; convert the checkpoint again (or skip the check: "
+                              f"verify=False, --no-verify)")
     got = checksum(array)
     if got != sums[param]:
         raise CheckpointError(f"{path}: stored data of {'/'.join(param)} is corrupt (CRC-32 {got:#010x}, "

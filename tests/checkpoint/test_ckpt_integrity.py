@@ -176,3 +176,22 @@ def test_the_name_table_alone_knows_checkpoint_names():
     import inspect
 
     assert "inv_freq" not in inspect.getsource(hf_load) and "lm_head" not in inspect.getsource(hf_load)
+
+
+@pytest.mark.parametrize("left_out", ["layers/mlp/up_proj/kernel", "all"])
+def test_a_checksum_table_with_a_missing_entry_is_refused(good, tmp_path, left_out):
+    # A table that lacks a param must not let that param's data through unverified (it did,
+    # silently, even with a flipped byte in it).
+    ck = tmp_path / "ck"
+    assert run_cli("convert", str(good), str(ck), "--quiet").returncode == 0
+    table = json.loads((ck / "checksums.json").read_text())
+    assert left_out == "all" or left_out in table["crc32"]
+    table["crc32"] = {} if left_out == "all" else {k: v for k, v in table["crc32"].items() if k != left_out}
+    (ck / "checksums.json").write_text(json.dumps(table))
+    message = "checksums.json has no checksum for " + ("" if left_out == "all" else left_out)
+    with pytest.raises(CheckpointError, match=message):
+        qwen3_jax.load(ck)
+    qwen3_jax.load(ck, verify=False)  # skipping the check on purpose still loads
+    before = tree_digest(tmp_path)
+    err = fails_cleanly(run_cli("export", str(ck), str(tmp_path / "hf"), "--quiet"), "export")
+    assert message in err and str(ck) in err and tree_digest(tmp_path) == before and leftovers(tmp_path) == []
