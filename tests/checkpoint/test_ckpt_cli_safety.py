@@ -83,23 +83,40 @@ def test_a_destination_overlapping_the_source_is_refused(work, tmp_path, command
     assert tree_digest(tmp_path) == before
 
 
+def _root_proof_parent() -> str:
+    """A directory where even root cannot create anything: /sys (sysfs refuses mkdir with EPERM)."""
+    probe = "/sys/qwen3-jax-probe"
+    try:
+        os.mkdir(probe)
+    except OSError:
+        return "/sys"
+    os.rmdir(probe)
+    pytest.skip("/sys accepts new directories here")
+
+
 @pytest.mark.parametrize("command, where", [("convert", "under a file"), ("export", "under a file"),
-                                            ("convert", "read-only")])
+                                            ("convert", "read-only"), ("convert", "root-proof"),
+                                            ("export", "root-proof")])
 def test_an_output_that_cannot_be_written_is_refused(work, tmp_path, command, where):
+    # "read-only" needs a user without root's bypass of permissions; "root-proof" (a kernel
+    # filesystem) refuses everyone, so the class is tested wherever the suite runs.
     if where == "read-only" and os.geteuid() == 0:
         pytest.skip("root writes into read-only directories")
     parent = tmp_path / "parent"
     if where == "read-only":
         parent.mkdir()
         parent.chmod(0o555)
+    elif where == "root-proof":
+        parent = _root_proof_parent()
     else:
         parent.write_text("a file, not a directory")
-    before = tree_digest(tmp_path)
+    before, listing = tree_digest(tmp_path), sorted(os.listdir(parent)) if where == "root-proof" else None
     try:
         err = fails_cleanly(run_cli(command, str(work / ("hf" if command == "convert" else "ck")),
-                                    str(parent / "out"), "--quiet"), command)
+                                    os.path.join(parent, "out"), "--quiet"), command)
         assert f"cannot write into {parent}" in err
         assert tree_digest(tmp_path) == before
+        assert where != "root-proof" or sorted(os.listdir(parent)) == listing
     finally:
         if where == "read-only":
             parent.chmod(0o755)
