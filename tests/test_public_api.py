@@ -26,6 +26,27 @@ def test_sharding_helpers_live_in_sharding():
     assert sharding.rules.mesh_axis_sizes(None) == {}  # no context mesh outside `jax.set_mesh`
 
 
+def test_mesh_sizes_and_batch_axes_are_computed_only_in_sharding():
+    # `sharding.rules` owns {axis: size} (mesh_axis_sizes) and the batch axes (batch_axes,
+    # batch_multiple): elsewhere, neither `zip(mesh.axis_names, ...)` nor a spelled-out batch axis list.
+    import ast
+    import pathlib
+
+    root = pathlib.Path(qwen3_jax.__file__).parent
+    found = []
+    for path in root.rglob("*.py"):
+        if path.parent.name == "sharding":
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "zip" and any(
+                    isinstance(a, ast.Attribute) and a.attr == "axis_names" for a in node.args):
+                found.append(f"{path.relative_to(root)}:{node.lineno} zip(axis_names)")
+            if isinstance(node, (ast.Tuple, ast.List)) and [getattr(e, "value", None) for e in node.elts][:3] == [
+                    "data", "fsdp", "expert"] and len(node.elts) == 3:
+                found.append(f"{path.relative_to(root)}:{node.lineno} batch axes")
+    assert found == []
+
+
 def test_readme_entry_points_exist():
     assert callable(qwen3_jax.load) and callable(qwen3_jax.make_mesh)
     for method in ("logits", "generate", "chat", "chat_stream"):

@@ -107,13 +107,14 @@ def plan_one(cfg: Qwen3Config, slice_: Slice, mesh_sizes: dict[str, int], task: 
     """
     from qwen3_jax.plan import steps
     from qwen3_jax.sharding.mesh import make_mesh
+    from qwen3_jax.sharding.rules import mesh_axis_sizes
 
     devices = slice_.devices() if devices is None else devices
     try:
         mesh = make_mesh(dict(mesh_sizes), devices=devices)
     except NotImplementedError:  # the axes split a physical torus axis (e.g. 8x4x2 over 4x4x4)
         mesh = _split_mesh(dict(mesh_sizes), devices)
-    sizes = dict(zip(mesh.axis_names, mesh.devices.shape))
+    sizes = mesh_axis_sizes(mesh)
     t0 = time.perf_counter()
     if task == "train":
         programs = steps.train_program(cfg, mesh, batch, seq, remat, microbatches, capacity_factor)

@@ -14,7 +14,6 @@ run. A NaN/Inf loss raises `NonFiniteLoss` before the step's state can be saved.
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import time
 from typing import Any
@@ -93,14 +92,15 @@ def _write_run_config(run_dir: str, cfg: TrainConfig) -> None:
 
 def make_run_mesh(cfg: TrainConfig, devices=None):
     """The config's mesh on `devices` (default all); ConfigError when it does not fit them or the batch."""
+    from qwen3_jax.sharding import rules
     from qwen3_jax.sharding.mesh import make_mesh
 
     try:
         mesh = make_mesh(cfg.mesh, devices=devices)
     except ValueError as e:
         raise ConfigError(f"mesh: {e}") from None
-    sizes = dict(zip(mesh.axis_names, mesh.devices.shape))
-    dp = math.prod(sizes.get(a, 1) for a in ("data", "fsdp", "expert"))
+    sizes = rules.mesh_axis_sizes(mesh)
+    dp = rules.batch_multiple(mesh)
     micro = cfg.train.batch_size // cfg.train.grad_accum
     if micro % dp:
         raise ConfigError(f"train.batch_size={cfg.train.batch_size} / grad_accum={cfg.train.grad_accum} = {micro} "

@@ -98,3 +98,19 @@ def test_capacity_factor_reaches_the_moe_layers():
     # Copies were dropped. At init the MoE output is small, so the loss moves only ~4e-6 (relative).
     assert float(runs[0.25][2][0]["loss"]) != pytest.approx(dropless, rel=1e-6)
     assert float(runs[1e6][2][0]["loss"]) == pytest.approx(dropless, rel=1e-6)  # capped at the dropless size
+
+
+@pytest.mark.parametrize("mesh, batch, accum, message", [
+    ("data=2,fsdp=2", 6, 1, "= 6 rows per micro-batch do not split over the 4 data-parallel devices"),
+    ("expert=2,tensor=2", 4, 4, "= 1 rows per micro-batch do not split over the 2 data-parallel devices"),
+    ("sequence=4", 4, 1, "train.seq_len=30 does not split over sequence=4"),
+])
+def test_the_run_mesh_must_split_the_batch(mesh, batch, accum, message):
+    # Batch shards are counted by `sharding.rules.batch_multiple` (the axes of the `batch` rule).
+    from qwen3_jax.train.loop import make_run_mesh
+
+    cfg = tiny_config(mesh=mesh, train={"batch_size": batch, "grad_accum": accum, "seq_len": 30})
+    with pytest.raises(ConfigError, match=message):
+        make_run_mesh(cfg, jax.devices()[:4])
+    ok = tiny_config(mesh=mesh, train={"batch_size": 8, "grad_accum": 2, "seq_len": 32})
+    assert make_run_mesh(ok, jax.devices()[:4]).devices.size == 4
