@@ -22,14 +22,13 @@ import os
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from qwen3_jax.config import ConfigError
 from qwen3_jax.generate.sampling import Sampling
 from qwen3_jax.post import rewards as R
 from qwen3_jax.post import rollout, synthetic
-from qwen3_jax.post.grpo_loss import GRPOLossConfig, group_advantages, grpo_objective
+from qwen3_jax.post.grpo_loss import GRPOLossConfig, group_advantages, policy_loss
 from qwen3_jax.post.logprobs import token_logprobs
 from qwen3_jax.post.rl_loop import RLRun, prompt_order, section_from_dict, step_seed
 from qwen3_jax.train.config import TrainConfig
@@ -179,13 +178,7 @@ def grpo_loss_fn(module, section: GRPOSection, chunk: int):
     cfg = section.loss_config()
 
     def loss(params, batch, extras):
-        logp, entropy = token_logprobs(module, params, batch["tokens"], batch["segment_ids"], batch["positions"],
-                                       chunk, section.temperature)
-        mask = batch["completion_mask"]
-        value, stats = grpo_objective(logp, batch["old_logp"], batch.get("ref_logp"), batch["advantages"], mask, cfg)
-        m = mask.astype(jnp.float32)
-        stats["entropy"] = jnp.sum(jax.lax.stop_gradient(entropy) * m) / jnp.maximum(m.sum(), 1.0)
-        return value, stats
+        return policy_loss(module, params, batch, cfg, chunk, section.temperature)
 
     return loss
 

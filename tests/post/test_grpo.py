@@ -167,3 +167,31 @@ def test_num_iterations_update_twice_on_one_rollout_against_its_old_logprobs(tmp
     assert recs[1]["clip_fraction"] > 0.0 and recs[3]["clip_fraction"] > 0.0  # the updated policy is clipped
     assert recs[0]["reward_mean"] == recs[1]["reward_mean"]  # the same rollout's rewards
     assert recs[0]["rollout_share"] > 0.0 and recs[1]["rollout_share"] == 0.0  # step 2 samples nothing
+
+
+def test_trainer_loss_is_policy_loss(monkeypatch):
+    """The trainer's loss is `grpo_loss.policy_loss` with the section's constants (no second copy)."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    from post_helpers import tiny_model
+    import importlib
+
+    grpo_mod = importlib.import_module("qwen3_jax.post.grpo")  # the module (post.grpo is also the function)
+    from qwen3_jax.post.grpo_loss import policy_loss
+
+    model = tiny_model(64)
+    rng = np.random.default_rng(0)
+    tokens = jnp.asarray(rng.integers(0, 64, (2, 9)), jnp.int32)
+    mask = jnp.asarray((np.arange(9)[None, :] >= 4) & (np.arange(9)[None, :] < 8), jnp.float32).repeat(2, 0)
+    batch = {"tokens": tokens, "segment_ids": jnp.ones_like(tokens), "positions": jnp.arange(9)[None].repeat(2, 0),
+             "completion_mask": mask, "advantages": jnp.asarray([1.0, -1.0]),
+             "old_logp": jnp.asarray(rng.normal(-4, 0.1, (2, 9)), jnp.float32),
+             "ref_logp": jnp.asarray(rng.normal(-4, 0.1, (2, 9)), jnp.float32)}
+    section = GRPOSection.from_dict({"temperature": 0.7, "epsilon": 0.1, "epsilon_high": 0.3, "beta": 0.2})
+    calls = []
+    monkeypatch.setattr(grpo_mod, "policy_loss", lambda *a, **k: calls.append(a) or policy_loss(*a, **k))
+    value, stats = grpo_mod.grpo_loss_fn(model.module, section, 4)(model.params, batch, None)
+    want, want_stats = policy_loss(model.module, model.params, batch, section.loss_config(), 4, 0.7)
+    assert len(calls) == 1
+    assert float(value) == float(want) and set(stats) == set(want_stats) and "entropy" in stats
