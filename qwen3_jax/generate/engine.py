@@ -121,7 +121,9 @@ class Run:
 
     def _fetch(self):
         if self._host is None:
-            self._host = {k: np.asarray(self.state[k]) for k in ("tokens", "n", "done")}
+            # An explicit fetch: it passes `jax.transfer_guard_device_to_host("disallow")`, which RL
+            # rollouts run under to show that the weights never leave the device.
+            self._host = jax.device_get({k: self.state[k] for k in ("tokens", "n", "done")})
         return self._host
 
     @property

@@ -134,3 +134,40 @@ def test_hard_switch_prompts_are_scored_as_non_thinking(small_tok):
     assert completion_stats(batch, small_tok)["thinking_length"] == think_len / 2
     with pytest.raises(rollout.PromptError, match="prompt 0: enable_thinking must be true or false, got 'no'"):
         rollout.PromptSet.from_records([{"messages": user, "enable_thinking": "no"}], small_tok, 128)
+
+
+
+def _guard_is_enforced() -> bool:
+    """Whether this backend refuses an implicit device-to-host copy under the transfer guard (JAX
+    enforces it on GPU/TPU; CPU arrays are read in place, so the guard never fires there)."""
+    x = jax.jit(lambda: jnp.arange(3.0))()
+    try:
+        with jax.transfer_guard_device_to_host("disallow"):
+            np.asarray(x)
+    except Exception:  # noqa: BLE001 - the guard's error type is backend specific
+        return True
+    return False
+
+
+def test_rollout_after_an_update_reads_the_device_params(small_tok):
+    """The policy's updated params reach the engine without a trip through the host: a rollout after an
+    on-device update runs with implicit device-to-host transfers disallowed (only the generated ids are
+    fetched, explicitly), the engine reads the very arrays the update returned, and it samples from
+    the new weights. On CPU the guard is not enforced by JAX (see `_guard_is_enforced`), so there the
+    test checks the sharing and the sampling; on an accelerator it checks the guard as well."""
+    model = tiny_model(len(small_tok))
+    ps = rollout.PromptSet.from_records(synthetic.prompt_records(2, seed=4), small_tok, 128)
+    s = Sampling(temperature=1.0, seed=3)
+    before = rollout.sample_groups(model, small_tok, ps, 2, 6, s, seq_len=134)
+    model.params = jax.jit(lambda p: jax.tree.map(lambda x: x * 1.5, p))(model.params)  # an update, on device
+    with jax.transfer_guard_device_to_host("disallow"):
+        after = rollout.sample_groups(model, small_tok, ps, 2, 6, s, seq_len=134)
+    engine = Engine.for_model(model)
+    assert engine._params[0] is model.params  # prepared (on device, jitted) from the update's own arrays
+    if _guard_is_enforced():
+        with pytest.raises(Exception):  # noqa: B017 - the guard is live: a host copy of a weight would fail
+            with jax.transfer_guard_device_to_host("disallow"):
+                np.asarray(model.params["embed_tokens"]["embedding"])
+    assert after.completion_ids != before.completion_ids
+    assert after.completion_ids == model.generate([p for p in ps.ids for _ in range(2)], 6, sampling=s,
+                                                  stop_tokens=small_tok.eos_token_ids, tokenizer=small_tok)
