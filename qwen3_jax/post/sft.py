@@ -130,6 +130,9 @@ def sft(cfg: TrainConfig, run_dir: str | os.PathLike, init_from: str | None = No
         quiet: bool = False, devices=None, tokenizer=None):
     """Runs (or resumes) an SFT run; returns the trainer's `RunResult` (plus ``data_stats``).
 
+    Every metrics record also carries ``data/conversations`` (kept) and ``data/dropped_overlong``
+    (conversations longer than ``train.seq_len``, dropped with ``data.overlong: drop``).
+
     Args:
         cfg: the run config; its ``data`` section is an `SFTData`.
         run_dir: the run directory (resumed when it holds a checkpoint).
@@ -150,6 +153,8 @@ def sft(cfg: TrainConfig, run_dir: str | os.PathLike, init_from: str | None = No
         print(f"sft data: {stats.kept} conversations ({stats.dropped_overlong} longer than seq_len "
               f"{cfg.train.seq_len} dropped), {stats.assistant_tokens} of {stats.tokens} tokens trained on")
     result = train(cfg, run_dir, init_from=init_from, stop_at=stop_at, data=it, quiet=quiet, devices=devices,
-                   batch_keys=BATCH_KEYS + (LOSS_MASK,), tokenizer=tokenizer)
+                   batch_keys=BATCH_KEYS + (LOSS_MASK,), tokenizer=tokenizer,
+                   extra_metrics={"data/conversations": float(stats.kept),
+                                  "data/dropped_overlong": float(stats.dropped_overlong)})
     result.data_stats = stats
     return result

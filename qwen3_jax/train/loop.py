@@ -127,7 +127,7 @@ def build_run_data(cfg: TrainConfig, tokenizer=None):
 
 def train(cfg: TrainConfig, run_dir: str | os.PathLike, init_from: str | None = None, stop_at: int | None = None,
           data=None, quiet: bool = False, devices=None, batch_keys: tuple | None = None,
-          tokenizer=None) -> RunResult:
+          tokenizer=None, extra_metrics: dict[str, float] | None = None) -> RunResult:
     """Runs (or resumes) training until `cfg.train.steps` (or `stop_at`) steps are done.
 
     Args:
@@ -145,6 +145,8 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, init_from: str | None = 
       tokenizer: the tokenizer of the data, recorded in the run directory (`run_tokenizer`); None
         with the config's pipeline: the Qwen3 tokenizer it encodes with; None with `data`: none is
         recorded.
+      extra_metrics: constant values added to every metrics record (SFT: the counts of its
+        prepared data, so metrics.jsonl says how many conversations were dropped).
     """
     from qwen3_jax.train import checkpoint as ck, run_tokenizer
     from qwen3_jax.train.metrics import (MetricsWriter, check_finite, flops_per_token, measure_matmul_peak,
@@ -212,6 +214,7 @@ def train(cfg: TrainConfig, run_dir: str | os.PathLike, init_from: str | None = 
                 tps = tokens_since / max(now - t_last, 1e-9)
                 rec["tokens_per_second"] = tps
                 rec["mfu"] = tps * flops_tok / total_peak(peak)
+                rec.update(extra_metrics or {})
                 writer.write(rec)
                 records.append(rec)
                 t_last, tokens_since = now, 0.0

@@ -75,6 +75,9 @@ def test_sft_resume_equals_uninterrupted(tmp_path, tok_dir):
     assert [r["step"] for r in b] == list(range(1, 7))
     assert [r["loss"] for r in a] == [r["loss"] for r in b]  # bitwise
     assert a[-1]["loss"] < a[0]["loss"]
+    # The data's counts are in every record (a resumed run's too); this config drops some.
+    assert st.dropped_overlong > 0 and {(r["data/conversations"], r["data/dropped_overlong"]) for r in a + b} == \
+        {(st.kept, st.dropped_overlong)}
 
 
 def test_sft_run_exports_its_tokenizer(tmp_path, tok_dir, small_tok):
