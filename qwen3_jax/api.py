@@ -61,7 +61,8 @@ class Model:
           mesh, moe_impl, remat, moe_capacity_factor, attention_impl, ring_layout: see `load`.
           tokenizer, source_dir: see the class attributes.
         """
-        self.source_dir = source_dir
+        # Absolute, so the lazy tokenizer read still finds the directory after a chdir.
+        self.source_dir = None if source_dir is None else os.path.abspath(os.fspath(source_dir))
         self._tokenizer = tokenizer
         self.config = config
         self.params = params
@@ -201,6 +202,9 @@ def load(path: str | os.PathLike, dtype: Any = "auto", *, mesh: Mesh | None = No
       verify: check the weights as they are read: against the stored checksums for an Orbax
         directory, for NaN/Inf values in a HF checkpoint. False skips it (faster on big models).
     """
+    if not isinstance(path, (str, os.PathLike)) or not isinstance(os.fspath(path), str):
+        raise ValueError(f"load: path must be a checkpoint directory or a preset name (a str or os.PathLike), "
+                         f"got {type(path).__name__} {path!r:.60}")
     path = os.fspath(path)
     resolve_attention(attention_impl, mesh)  # a bad name fails before any weights are read
     if path == DEMO:  # the small hybrid-thinking model installed in the package (experiments/hybrid_thinking)

@@ -112,6 +112,22 @@ def test_safetensors_index_of_the_wrong_type(tmp_path, index):
     assert not out.exists() and sorted(os.listdir(tmp_path)) == ["config.json", "model.safetensors.index.json"]
 
 
+@pytest.mark.parametrize("which", ["generate", "chat"])
+def test_bad_generation_config_on_the_cli(tmp_path, cache, which):
+    # The shipped demo model (it has its own tokenizer) with a broken generation_config.json: the
+    # session fails before it starts, naming the file (chat used to print it per turn and exit 0).
+    from qwen3_jax.api import demo_dir
+
+    src = tmp_path / "demo"
+    shutil.copytree(demo_dir(), src)
+    for text, message in (("{", "not a readable JSON file"), ('{"eos_token_id": "x"}', "eos_token_id must be")):
+        (src / "generation_config.json").write_text(text)
+        args = ["--prompt", "hi"] if which == "generate" else ["--say", "hi"]
+        p = run_cli(which, "--model", str(src), "--max-new-tokens", "2", *args, env=cache)
+        _cli_fails(p, which, str(src / "generation_config.json"), message)
+    assert sorted(os.listdir(tmp_path)) == ["demo"]
+
+
 def test_bad_generation_config_names_the_file(tmp_path):
     from qwen3_jax.generate.engine import default_stop_tokens
 
@@ -174,6 +190,20 @@ def test_chat_with_stdin_closed(cache):
     assert "> hi" in p.stdout
 
 
+@pytest.mark.parametrize("path", [5, None, b"tiny-dense", ["tiny-dense"]])
+def test_load_refuses_a_path_that_is_not_a_string(path):
+    message = f"path must be a checkpoint directory or a preset name .*got {type(path).__name__}"
+    with pytest.raises(ValueError, match=message):
+        qwen3_jax.load(path)
+
+
+def test_source_dir_is_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cfg = Qwen3Config(**SMALL_DENSE)
+    model = qwen3_jax.Model(cfg, qwen3_jax.init_params(cfg), source_dir="ck")
+    assert model.source_dir == str(tmp_path / "ck")
+
+
 @pytest.fixture(scope="module")
 def small_model():
     cfg = Qwen3Config(**SMALL_DENSE)
@@ -187,6 +217,8 @@ def small_model():
     (dict(sampling={"temperature": 0.7}), "sampling must be a qwen3_jax.Sampling"),
     (dict(tools="abc"), "tools must be a list"),
     (dict(tokenizer="qwen"), "tokenizer must be a qwen3_jax.Tokenizer"),
+    (dict(foo=1), "unknown argument foo=1: the extra keywords are sampling fields"),
+    (dict(temprature=0.7, top_p=0.9), "unknown argument temprature=0.7"),
 ])
 def test_wrong_argument_types_to_model_chat(small_model, cache, monkeypatch, kw, message):
     monkeypatch.setenv(CACHE_ENV, cache[CACHE_ENV])

@@ -128,11 +128,21 @@ def resolve_tokenizer(model, tokenizer=None):
     return tok
 
 
+def check_sampling_names(overrides: dict) -> None:
+    """Raises ValueError naming any keyword that is not a `Sampling` field."""
+    fields = [f.name for f in dataclasses.fields(Sampling)]
+    unknown = sorted(set(overrides) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown argument {', '.join(f'{k}={overrides[k]!r:.40}' for k in unknown)}: the extra "
+                         f"keywords are sampling fields ({', '.join(fields)})")
+
+
 def choose_sampling(thinking: bool, sampling: Sampling | None = None, **overrides) -> Sampling:
     """The mode's preset, or `sampling` when given, with any non-None `overrides` applied.
 
     Warns when the result is greedy in thinking mode (Qwen: it degrades into repetition).
     """
+    check_sampling_names(overrides)
     base = sampling if sampling is not None else (THINKING if thinking else NON_THINKING)
     changes = {k: v for k, v in overrides.items() if v is not None}
     out = base.replace(**changes) if changes else base
@@ -158,6 +168,7 @@ def prepare(model, messages: Sequence[dict], tools=None, enable_thinking: bool =
         raise ValueError(f"thinking_budget must be an integer >= 0 or None, got {thinking_budget!r}")
     if sampling is not None and not isinstance(sampling, Sampling):
         raise ValueError(f"sampling must be a qwen3_jax.Sampling or None, got {type(sampling).__name__}")
+    check_sampling_names(overrides)
     from qwen3_jax.text.render import validate
 
     validate(messages, tools)  # before the tokenizer is built, so the message names the real problem

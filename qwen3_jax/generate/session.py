@@ -26,14 +26,17 @@ def load_chat_model(spec: str, dtype: str = "auto", mesh: str | None = None, tok
 
     Raises:
       FileNotFoundError: no such checkpoint or preset.
-      ValueError: a bad mesh spec, or a tokenizer with more ids than the model has rows.
+      ValueError: a bad mesh spec, a tokenizer with more ids than the model has rows, or an
+        unreadable generation_config.json (checked here, so a chat session fails before it starts).
     """
     import qwen3_jax
     from qwen3_jax.generate.chat import resolve_tokenizer
+    from qwen3_jax.generate.engine import default_stop_tokens
 
     the_mesh = qwen3_jax.make_mesh(mesh) if mesh else None
     model = qwen3_jax.load(spec, dtype, mesh=the_mesh)
     model.tokenizer = resolve_tokenizer(model, tokenizer)  # the directory's, else Qwen3's; checked to fit
+    default_stop_tokens(model.config, model.source_dir)
     return model
 
 
