@@ -2,7 +2,8 @@
 
 * "xla": plain XLA attention over a [B, T, S] mask (`ops.attention`); the fastest on CPU.
 * "flash": on TPU the project's Pallas kernels (`ops.flash_attention` for training and prefill,
-  `ops.decode_attention` for decode), memory linear in the length; on GPU
+  `ops.decode_attention` for decode), memory linear in the length, run per batch and head shard
+  on a mesh (`ops.kernel_sharding`); on GPU
   `jax.nn.dot_product_attention` (cuDNN's fused attention when the dtype and shapes allow it, XLA
   otherwise) for training and prefill, and plain XLA attention for decode; on CPU the Pallas
   kernels in interpret mode (correct, slow: for tests).
@@ -29,6 +30,7 @@ import jax.numpy as jnp
 
 from qwen3_jax.config import ConfigError
 from qwen3_jax.ops.attention import causal_mask, dot_product_attention
+from qwen3_jax.ops.kernel_sharding import shard_kernel
 
 IMPLS = ("xla", "flash", "ring", "auto")
 RING_DCA_ERROR = ("attention_impl='ring' does not support dual_chunk_attention_config (Dual Chunk Attention "
@@ -92,14 +94,37 @@ def _full_mask(parts: dict, S: int):
     return causal_mask(parts["q_slots"], valid, parts["segment_ids"])
 
 
+def _flash(q, k, v, q_seg, kv_seg, q_pos, scale: float, interpret: bool):
+    """Causal `flash_attention` per batch and head shard of the context mesh (`ops.kernel_sharding`)."""
+    from qwen3_jax.ops.flash_attention import flash_attention
+
+    def run(q, k, v, q_seg, kv_seg, q_pos):
+        return flash_attention(q, k, v, segment_ids=q_seg, kv_segment_ids=kv_seg, q_positions=q_pos, causal=True,
+                               scale=scale, interpret=interpret)
+
+    return shard_kernel(run, (q, k, v, q_seg, kv_seg, q_pos), ("B.K.", "B.K.", "B.K.", "B.", "B.", "B."), "B.K.",
+                        kv_heads=k.shape[2])
+
+
+def _decode(q, k_cache, v_cache, seen, k, v, k_valid, scale: float, interpret: bool):
+    """`decode_attention` (cache in the model's layout, plus the step's own k, v) per batch and head shard."""
+    from qwen3_jax.ops.decode_attention import decode_attention
+
+    def run(q, k_cache, v_cache, seen, k, v, k_valid):
+        return decode_attention(q, k_cache, v_cache, seen, scale=scale, extra_kv=(k, v, k_valid), interpret=interpret)
+
+    return shard_kernel(run, (q, k_cache, v_cache, seen, k, v, k_valid),
+                        ("B.K.", "BK..", "BK..", "B.", "B.K.", "B.K.", "B"), "B.K.", kv_heads=k.shape[2])
+
+
 def attend(platform: str, q, k, v, parts: dict, cache, write_at, scale: float, update_cache):
     """Attention of one layer with "flash": q [B, T, N, H], k/v [B, T, K, H] (rotated).
 
+    On a mesh the kernels run inside a `shard_map` over the batch axes and `tensor` on the heads
+    (`ops.kernel_sharding`): Mosaic kernels cannot be partitioned by XLA.
+
     Returns (out [B, T, N, H], updated cache or None); `update_cache` is the model's cache writer.
     """
-    from qwen3_jax.ops.decode_attention import decode_attention
-    from qwen3_jax.ops.flash_attention import flash_attention
-
     B, T = q.shape[:2]
     interpret = platform != "tpu"
     if cache is None:
@@ -107,8 +132,7 @@ def attend(platform: str, q, k, v, parts: dict, cache, write_at, scale: float, u
             mask = _full_mask(parts, T)[:, None]
             return jax.nn.dot_product_attention(q, k, v, mask=mask, scale=scale), None
         q_seg, kv_seg = _segments(parts, T)
-        return flash_attention(q, k, v, segment_ids=q_seg, kv_segment_ids=kv_seg, causal=True, scale=scale,
-                               interpret=interpret), None
+        return _flash(q, k, v, q_seg, kv_seg, None, scale, interpret), None
 
     S = cache["k"].shape[-2]
     valid = parts["kv_valid"]
@@ -122,9 +146,8 @@ def attend(platform: str, q, k, v, parts: dict, cache, write_at, scale: float, u
             # As the XLA path: the step's own key and value join from outside the cache, which is
             # written after the read (the dependency below orders the write after it).
             dt = cache["k"].dtype
-            out = decode_attention(q.astype(dt), cache["k"], cache["v"], seen & ~slot, scale=scale,
-                                   extra_kv=(k.astype(dt), v.astype(dt), jnp.any(seen & slot, axis=-1)),
-                                   interpret=interpret).astype(q.dtype)
+            out = _decode(q.astype(dt), cache["k"], cache["v"], seen & ~slot, k.astype(dt), v.astype(dt),
+                          jnp.any(seen & slot, axis=-1), scale, interpret).astype(q.dtype)
         dep = (out[:, :, :1, :1] * 0).astype(k.dtype)
         return out, update_cache(cache, k + dep, v + dep, write_at)
     if T == S:  # the call fills the whole cache from slot 0: attend over k, v as computed
@@ -133,8 +156,7 @@ def attend(platform: str, q, k, v, parts: dict, cache, write_at, scale: float, u
             out = jax.nn.dot_product_attention(q, k, v, mask=_full_mask(parts, S)[:, None], scale=scale)
         else:
             q_seg, kv_seg = _segments(parts, T)
-            out = flash_attention(q, k, v, segment_ids=q_seg, kv_segment_ids=kv_seg, causal=True, scale=scale,
-                                  interpret=interpret)
+            out = _flash(q, k, v, q_seg, kv_seg, None, scale, interpret)
         return out, update_cache(cache, k, v, write_at)
     # A chunk of queries against the cache: write, then attend over the whole cache by slot.
     cache = update_cache(cache, k, v, write_at)
@@ -143,6 +165,4 @@ def attend(platform: str, q, k, v, parts: dict, cache, write_at, scale: float, u
     if platform == "gpu":
         return jax.nn.dot_product_attention(q, kc, vc, mask=_full_mask(parts, S)[:, None], scale=scale), cache
     q_seg, kv_seg = _segments(dict(parts, segment_ids=None), T)
-    out = flash_attention(q, kc, vc, segment_ids=q_seg, kv_segment_ids=kv_seg, q_positions=parts["q_slots"],
-                          causal=True, scale=scale, interpret=interpret)
-    return out, cache
+    return _flash(q, kc, vc, q_seg, kv_seg, parts["q_slots"], scale, interpret), cache

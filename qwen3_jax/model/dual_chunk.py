@@ -11,7 +11,8 @@ including the new token in decode. A key written to the cache keeps the factor o
 The mask argument of the layers becomes a dict: {"mask": [B, T, S] bool, "positions": [B, T] or
 None, "segment_ids": [B, S] int}. "positions" is None when token i of the call sits at position i
 (no cache, or a prefill that fills the cache from slot 0): the attention then runs chunk by chunk
-with log-sum-exp merges (memory linear in the length). Otherwise (decode, or positions given by
+with log-sum-exp merges (memory linear in the length), per batch and head shard of the mesh
+(`ops.kernel_sharding`). Otherwise (decode, or positions given by
 the caller) it runs masked over the keys by their positions; cached keys sit at their slot index.
 """
 
@@ -24,6 +25,7 @@ from qwen3_jax.model.rope import apply_rope, rope_cos_sin, rope_frequencies
 from qwen3_jax.ops.attention import causal_mask
 from qwen3_jax.ops.dual_chunk_attention import (chunk_length, dca_positions, dual_chunk_masked, dual_chunk_prefill,
                                                 length_scale)
+from qwen3_jax.ops.kernel_sharding import shard_kernel
 
 
 def attention_inputs(config: Qwen3Config, q_slots, kv_valid, positions, segment_ids, dtype, cached: bool):
@@ -54,6 +56,15 @@ def attention_inputs(config: Qwen3Config, q_slots, kv_valid, positions, segment_
     return jnp.stack(cos), jnp.stack(sin), inputs
 
 
+def _prefill(qi, qs, qn, k, v, segment_ids, chunk_len: int, scale: float):
+    """`dual_chunk_prefill` per batch and head shard of the context mesh (`ops.kernel_sharding`): on
+    TPU its blocks are Mosaic kernels, which XLA cannot partition."""
+    def run(qi, qs, qn, k, v, seg):
+        return dual_chunk_prefill(qi, qs, qn, k, v, chunk_len=chunk_len, segment_ids=seg, scale=scale)
+
+    return shard_kernel(run, (qi, qs, qn, k, v, segment_ids), ("B.K.",) * 5 + ("B.",), "B.K.", kv_heads=k.shape[2])
+
+
 def attend(config: Qwen3Config, q, k, v, cos, sin, inputs: dict, cache, write_at, update_cache):
     """DCA of one layer: q [B, T, N, H], k/v [B, T, K, H] (normed, not rotated).
 
@@ -68,7 +79,7 @@ def attend(config: Qwen3Config, q, k, v, cos, sin, inputs: dict, cache, write_at
     in_order = inputs["positions"] is None
     if cache is None or (in_order and T == cache["k"].shape[-2]):
         if in_order:
-            out = dual_chunk_prefill(qi, qs, qn, k, v, chunk_len=s, segment_ids=inputs["segment_ids"], scale=scale)
+            out = _prefill(qi, qs, qn, k, v, inputs["segment_ids"], s, scale)
         else:
             pos = inputs["positions"]
             out = dual_chunk_masked(qi, qs, qn, k, v, inputs["mask"], pos, pos, chunk_len=s, scale=scale)

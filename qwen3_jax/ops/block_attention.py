@@ -35,15 +35,36 @@ BlockFn = Callable[..., tuple[jax.Array, jax.Array]]
 def default_block_fn() -> BlockFn:
     """The per-block attention for this backend: the Pallas flash kernel on TPU, else the plain one.
 
-    (On GPU the project's "flash" path is cuDNN's fused attention, which returns no lse.)
+    The kernel runs per batch and head shard of the context mesh (`ops.kernel_sharding`; directly
+    inside a `shard_map` over all axes, such as ring attention's). (On GPU the project's "flash"
+    path is cuDNN's fused attention, which returns no lse.)
     """
     if target_platform() == "tpu":  # the platform compiled for (context mesh), not the host's
-        import functools
-
-        from qwen3_jax.ops.flash_attention import flash_attention
-
-        return functools.partial(flash_attention, return_lse=True)
+        return sharded_flash_block
     return attention_with_lse
+
+
+def _position_dims(pos) -> str | None:
+    """Dimension string of a positions argument: None for absent or a Python offset, else by rank."""
+    if pos is None or isinstance(pos, int):
+        return None
+    return "B."[:jnp.ndim(pos)]
+
+
+def sharded_flash_block(q: jax.Array, k: jax.Array, v: jax.Array, *, segment_ids: jax.Array | None = None,
+                        kv_segment_ids: jax.Array | None = None, q_positions=None, kv_positions=None,
+                        causal: bool = True, scale: float | None = None) -> tuple[jax.Array, jax.Array]:
+    """`flash_attention(..., return_lse=True)` (a `BlockFn`) per batch and head shard of the context mesh."""
+    from qwen3_jax.ops.flash_attention import flash_attention
+    from qwen3_jax.ops.kernel_sharding import shard_kernel
+
+    def run(q, k, v, seg, kv_seg, q_pos, kv_pos):
+        return flash_attention(q, k, v, segment_ids=seg, kv_segment_ids=kv_seg, q_positions=q_pos,
+                               kv_positions=kv_pos, causal=causal, scale=scale, return_lse=True)
+
+    dims = ("B.K.", "B.K.", "B.K.", "B.", "B.", _position_dims(q_positions), _position_dims(kv_positions))
+    return shard_kernel(run, (q, k, v, segment_ids, kv_segment_ids, q_positions, kv_positions), dims,
+                        ("B.K.", "B.K"), kv_heads=k.shape[2])
 
 
 def attention_with_lse(q: jax.Array, k: jax.Array, v: jax.Array, *, segment_ids: jax.Array | None = None,

@@ -3,7 +3,8 @@
     out = decode_attention(q, cache_k, cache_v, kv_valid)   # q [B, 1, N, H] -> [B, 1, N, H]
 
 The cache is read where it lies, in the project's layout (keys [B, K, S, H], values [B, K, H, S];
-see `model.attention.update_cache`). The key slots are split into blocks of `block_k`; grid
+see `model.attention.update_cache`). The key slots are split into blocks of at most `block_k`
+(`_block_size`: a multiple of 128 or all of S on TPU, as Mosaic requires); grid
 (B, K, nk) with every step independent ("parallel": the blocks of one row can run on different
 cores), each step attending the G = N / K query heads of KV head k to one block and writing that
 block's normalised output and log-sum-exp. The parts are then merged exactly by log-sum-exp
@@ -33,16 +34,18 @@ NT = (((1,), (1,)), ((), ()))  # a @ b.T
 _LANES = 128
 
 
-def _kernel(lo_ref, hi_ref, q_ref, k_ref, v_ref, valid_ref, o_ref, lse_ref, *, scale: float):
+def _kernel(lo_ref, hi_ref, q_ref, k_ref, v_ref, valid_ref, o_ref, lse_ref, *, scale: float, ragged: bool):
     b, j = pl.program_id(0), pl.program_id(2)
     run = (j >= lo_ref[b]) & (j <= hi_ref[b])
     rows = o_ref.shape[0]
 
     @pl.when(run)
     def _step():
-        v = v_ref[...]  # [H, bk]
-        s = jax.lax.dot_general(q_ref[...], k_ref[...], NT, preferred_element_type=jnp.float32) * scale  # [G, bk]
         mask = valid_ref[...] != 0  # [1, bk]
+        v = v_ref[...]  # [H, bk]
+        if ragged:
+            v = jnp.where(mask, v, jnp.zeros_like(v))
+        s = jax.lax.dot_general(q_ref[...], k_ref[...], NT, preferred_element_type=jnp.float32) * scale  # [G, bk]
         m = jnp.max(jnp.where(mask, s, -jnp.inf), axis=-1, keepdims=True)
         m = jnp.where(m == -jnp.inf, 0.0, m)
         p = jnp.where(mask, jnp.exp(s - m), 0.0)
@@ -59,18 +62,28 @@ def _kernel(lo_ref, hi_ref, q_ref, k_ref, v_ref, valid_ref, o_ref, lse_ref, *, s
         lse_ref[...] = jnp.full(lse_ref.shape, NO_KEYS, jnp.float32)
 
 
-def _block_size(S: int, block_k: int) -> int:
-    """The key block: all of S when short, else the largest multiple of 128 <= block_k dividing S
-    (the cache is never padded, which would copy it), else a multiple of 8 dividing S."""
+def _block_size(S: int, block_k: int, tpu: bool) -> int:
+    """The key block for a cache of S slots.
+
+    All of S when S <= block_k; else the largest multiple of 128 <= block_k that divides S (the
+    cache is never padded, which would copy it); else, off TPU only, the largest multiple of 8
+    <= block_k dividing S. Otherwise block_k rounded down to a multiple of 128 (of 8 off TPU), and
+    the last block runs past S (`decode_attention` masks it). On TPU, Mosaic accepts a block that
+    is a multiple of 128 or the whole length, so the result is always one of these there.
+    """
     if not isinstance(block_k, int) or block_k <= 0 or block_k % 8:
         raise ValueError(f"block_k must be a positive multiple of 8, got {block_k!r}")
     if S <= block_k:
         return S
-    for step in (128, 8):
+    if tpu and block_k < _LANES:
+        raise ValueError(f"block_k={block_k} is shorter than the cache (S={S}) and not a multiple of 128, "
+                         f"which a TPU block must be; use block_k >= 128")
+    steps = (_LANES,) if tpu else (_LANES, 8)
+    for step in steps:
         for bk in range(block_k - block_k % step, 0, -step):
             if S % bk == 0:
                 return bk
-    raise ValueError(f"cache length S={S} has no block size that is a multiple of 8 and <= block_k={block_k}")
+    return block_k - block_k % steps[-1]
 
 
 def decode_attention(q, k_cache, v_cache, kv_valid, *, scale: float | None = None, block_k: int = 512,
@@ -82,7 +95,8 @@ def decode_attention(q, k_cache, v_cache, kv_valid, *, scale: float | None = Non
       k_cache: [B, K, S, H] keys; v_cache: [B, K, H, S] values (N a multiple of K).
       kv_valid: [B, S] bool, the slots this query sees (its causal prefix, padding excluded).
       scale: logit scale (default H ** -0.5).
-      block_k: key block size (a multiple of 8; on a real TPU a multiple of 128 unless it is S).
+      block_k: largest key block (a multiple of 8; on a real TPU at least 128 unless it is >= S);
+        the block used is picked by `_block_size` (on TPU a multiple of 128 or all of S).
       extra_kv: optional (k [B, 1, K, H], v [B, 1, K, H], valid [B] bool): one more key and value
         per row outside the cache.
       return_lse: also return the log-sum-exp [B, 1, N] float32 (rows that see nothing: NO_KEYS).
@@ -106,10 +120,12 @@ def decode_attention(q, k_cache, v_cache, kv_valid, *, scale: float | None = Non
     Gp = -(-G // 8) * 8  # query rows padded to a sublane tile
     scale = H ** -0.5 if scale is None else float(scale)
     interpret = target_platform() != "tpu" if interpret is None else interpret  # platform compiled for
-    bk = _block_size(S, block_k)
-    nk = S // bk
+    bk = _block_size(S, block_k, tpu=not interpret)
+    nk = -(-S // bk)
 
-    valid = kv_valid.astype(bool)
+    # A last block past S reads unspecified keys and values there: the mask (padded with False)
+    # hides them, and the kernel zeroes those values (0 · NaN would still be NaN).
+    valid = jnp.pad(kv_valid.astype(bool), ((0, 0), (0, nk * bk - S)))
     blocks = jnp.any(valid.reshape(B, nk, bk), axis=-1)  # [B, nk]
     idx = jnp.arange(nk, dtype=jnp.int32)
     hi = jnp.max(jnp.where(blocks, idx, -1), axis=-1).astype(jnp.int32)
@@ -130,7 +146,7 @@ def decode_attention(q, k_cache, v_cache, kv_valid, *, scale: float | None = Non
     cost = pl.CostEstimate(flops=4 * B * N * S * H, transcendentals=B * N * S,
                            bytes_accessed=2 * B * K * S * H * itemsize)
     o_parts, lse_parts = pl.pallas_call(
-        functools.partial(_kernel, scale=scale),
+        functools.partial(_kernel, scale=scale, ragged=nk * bk != S),
         out_shape=[jax.ShapeDtypeStruct((B, K, nk, Gp, H), jnp.float32),
                    jax.ShapeDtypeStruct((B, K, nk, Gp, _LANES), jnp.float32)],
         grid_spec=pltpu.PrefetchScalarGridSpec(num_scalar_prefetch=2, grid=(B, K, nk), in_specs=in_specs,

@@ -63,8 +63,10 @@ def _with_shardings(info, shardings):
 
 
 def serve_programs(cfg: Qwen3Config, mesh, batch: int, seq: int, new_tokens: int = 512,
-                   dtype=jnp.bfloat16) -> list[Program]:
+                   dtype=jnp.bfloat16, attention_impl: str = "xla") -> list[Program]:
     """The engine's prefill of `batch` prompts of `seq` tokens and its decode loop over the cache.
+
+    `attention_impl` is the model's (`model.attention_impl`; "flash" compiles the Pallas kernels).
 
     The rows and lengths are rounded as `Engine.start` rounds them (batch to a multiple of the
     batch-sharding axes, cache and output lengths to buckets), so the programs are the ones a
@@ -76,7 +78,7 @@ def serve_programs(cfg: Qwen3Config, mesh, batch: int, seq: int, new_tokens: int
     from qwen3_jax.generate.sampling import GREEDY
 
     params = sharded_abstract_params(cfg, mesh, dtype)
-    model = Model(cfg, params, dtype=dtype, param_dtype=dtype, mesh=mesh)
+    model = Model(cfg, params, dtype=dtype, param_dtype=dtype, mesh=mesh, attention_impl=attention_impl)
     engine = Engine(model)
     mult = engine._batch_multiple()
     B = -(-bucket(batch, 1) // mult) * mult

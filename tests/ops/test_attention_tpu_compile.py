@@ -52,3 +52,13 @@ def test_causal_blocks_are_skipped(reports):
         assert r["default_block"], r
         ratio = r["flops"] / r["ideal_causal_flops_per_chip"]
         assert 1.0 <= ratio < bound, (T, r["block"], ratio)
+
+
+@pytest.mark.slow
+def test_decode_compiles_for_a_cache_no_128_block_divides():
+    """S = 1000: no multiple of 128 divides it, so the key block is 512 with a last block running
+    past the cache (a block of 200, as once chosen, is not a shape Mosaic accepts)."""
+    code = ("import json; from qwen3_jax.ops.attention_aot import compile_case; "
+            "print(json.dumps([compile_case('decode', 1000), compile_case('decode', 1000, block=384)]))")
+    for r in run_isolated(code, timeout=600):
+        assert r["memory"]["temp_size_in_bytes"] < 64 * 2 ** 20, r

@@ -62,3 +62,36 @@ def test_block_size_and_shape_errors():
         decode_attention(q, kc, vc, valid[:, :39])
     with pytest.raises(ValueError, match="one query per row"):
         decode_attention(jnp.concatenate([q, q], 1), kc, vc, valid)
+
+
+def test_block_sizes_mosaic_accepts():
+    """On TPU the key block is a multiple of 128 or the whole cache (S=1000 once gave 200);
+    off TPU a multiple of 8; a length with no such divisor gets a last block running past S."""
+    from qwen3_jax.ops.decode_attention import _block_size
+
+    assert _block_size(1000, 512, tpu=True) == 512  # no multiple of 128 divides 1000: ragged tail
+    assert _block_size(1000, 512, tpu=False) == 200
+    assert _block_size(1000, 1024, tpu=True) == 1000
+    assert _block_size(4096, 512, tpu=True) == 512
+    assert _block_size(3 * 128 * 5, 512, tpu=True) == 384
+    for S in (129, 200, 1000, 1001, 4000, 32768, 40000):
+        bk = _block_size(S, 512, tpu=True)
+        assert bk == S or bk % 128 == 0, (S, bk)
+    with pytest.raises(ValueError, match="block_k=64 .* multiple of 128"):
+        _block_size(1000, 64, tpu=True)
+    with pytest.raises(ValueError, match="block_k must be a positive multiple of 8, got 12"):
+        _block_size(1000, 12, tpu=False)
+
+
+@pytest.mark.parametrize("S", [44, 45])
+def test_last_block_past_the_cache(S):
+    """A cache length that no block divides: the last block reads past S and must ignore it, even
+    where every slot is valid and the row sees the final slots."""
+    from qwen3_jax.ops.decode_attention import _block_size
+
+    assert S % _block_size(S, 16, tpu=False) != 0
+    q, kc, vc = _case(2, S, 4, 2, 8, seed=3)
+    valid = jnp.asarray(np.arange(S)[None, :] < np.array([[S], [S - 3]]))
+    got = decode_attention(q, kc, vc, valid, block_k=16)
+    want = dot_product_attention(q, kc, vc, valid[:, None, :], 8 ** -0.5, "cache")
+    np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
