@@ -12,8 +12,8 @@ The mask argument of the layers becomes a dict: {"mask": [B, T, S] bool, "positi
 None, "segment_ids": [B, S] int}. "positions" is None when token i of the call sits at position i
 (no cache, or a prefill that fills the cache from slot 0): the attention then runs chunk by chunk
 with log-sum-exp merges (memory linear in the length), per batch and head shard of the mesh
-(`ops.kernel_sharding`). Otherwise (decode, or positions given by
-the caller) it runs masked over the keys by their positions; cached keys sit at their slot index.
+(`ops.kernel_sharding`). Otherwise (decode, or positions given by the caller) it runs masked over
+the keys by their positions; cached keys sit at their slot index.
 """
 
 from __future__ import annotations
