@@ -69,3 +69,16 @@ def test_dual_chunk_on_a_mesh_equals_one_device(params):
     mesh = make_mesh("data=2,tensor=2", jax.devices()[:4])
     got = qwen3_jax.Model(cfg, shard_params(params, cfg, mesh), mesh=mesh, attention_impl="flash").logits(IDS)
     np.testing.assert_allclose(got, want, atol=2e-5)
+
+
+def test_shard_kernel_errors_name_the_bad_value():
+    from qwen3_jax.ops.kernel_sharding import shard_kernel
+
+    mesh = make_mesh("data=2", jax.devices()[:2])
+    x = jnp.zeros((2, 3))
+    with pytest.raises(ValueError, match="'BQ'"):
+        shard_kernel(lambda a: a, (x,), ("BQ",), "B.", kv_heads=1, mesh=mesh)
+    with pytest.raises(ValueError, match=r"shape \(2, 3\) but dimension string 'B'"):
+        shard_kernel(lambda a: a, (x,), ("B",), "B.", kv_heads=1, mesh=mesh)
+    with pytest.raises(ValueError, match="2 arguments but 1 dimension strings"):
+        shard_kernel(lambda a, b: a, (x, x), ("B.",), "B.", kv_heads=1, mesh=mesh)
