@@ -28,7 +28,7 @@ def test_sharding_helpers_live_in_sharding():
 
 def test_mesh_sizes_and_batch_axes_are_computed_only_in_sharding():
     # `sharding.rules` owns {axis: size} (mesh_axis_sizes) and the batch axes (batch_axes,
-    # batch_multiple): elsewhere, neither `zip(mesh.axis_names, ...)` nor a spelled-out batch axis list.
+    # batch_multiple): elsewhere, neither `dict(zip(mesh.axis_names, ...))` nor a spelled-out batch axis list.
     import ast
     import pathlib
 
@@ -38,9 +38,12 @@ def test_mesh_sizes_and_batch_axes_are_computed_only_in_sharding():
         if path.parent.name == "sharding":
             continue
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "zip" and any(
-                    isinstance(a, ast.Attribute) and a.attr == "axis_names" for a in node.args):
-                found.append(f"{path.relative_to(root)}:{node.lineno} zip(axis_names)")
+            # dict(zip(mesh.axis_names, ...)): the {axis: size} of every axis that mesh_axis_sizes
+            # gives (a filtered comprehension, e.g. the non-manual axes, is another quantity).
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "dict" and any(
+                    isinstance(z, ast.Call) and getattr(z.func, "id", None) == "zip" and any(
+                        isinstance(a, ast.Attribute) and a.attr == "axis_names" for a in z.args) for z in node.args):
+                found.append(f"{path.relative_to(root)}:{node.lineno} dict(zip(axis_names))")
             if isinstance(node, (ast.Tuple, ast.List)) and [getattr(e, "value", None) for e in node.elts][:3] == [
                     "data", "fsdp", "expert"] and len(node.elts) == 3:
                 found.append(f"{path.relative_to(root)}:{node.lineno} batch axes")
