@@ -31,8 +31,8 @@ from qwen3_jax.plan.topology import slices_of  # noqa: E402
 from qwen3_jax.presets import RELEASED, get_preset  # noqa: E402
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
-SETTINGS = {"train": dict(generation="v5p", seq=4096, batch=256, capacity_factor=1.25),
-            "serve": dict(generation="v6e", seq=32768, batch=64, new_tokens=512)}
+SETTINGS = {"train": dict(generation="v5p", seq=4096, batch=256, capacity_factor=1.25, attention_impl="auto"),
+            "serve": dict(generation="v6e", seq=32768, batch=64, new_tokens=512, attention_impl="auto")}
 GiB = 2**30
 
 
@@ -70,7 +70,8 @@ def plan_model(name: str, task: str, top: int, log, save=None, tried=None, min_c
             continue
         t0 = time.perf_counter()
         r = search.plan(cfg, name, sl, task, s["seq"], s["batch"], top=top, new_tokens=s.get("new_tokens", 512),
-                        capacity_factor=s.get("capacity_factor") if cfg.is_moe else None)
+                        capacity_factor=s.get("capacity_factor") if cfg.is_moe else None,
+                        attention_impl=s["attention_impl"])
         log(f"{name} {task} on {sl.cloud_name}: fits={r['fits']} mesh={r.get('mesh')} "
             f"({time.perf_counter() - t0:.0f} s)")
         tried.append({"topology": sl.cloud_name, "fits": r["fits"],
@@ -91,9 +92,9 @@ def _write(path: str, text: str) -> None:
 
 
 def table(results: dict) -> str:
-    rows = ["| model | task | slice (chips) | mesh | micro-batches | MoE capacity | per chip: total / HBM | params | optimizer | "
+    rows = ["| model | task | slice (chips) | mesh | attention | micro-batches | MoE capacity | per chip: total / HBM | params | optimizer | "
             "activations+temp | KV cache | headroom | model TFLOP/step | est. step (s) | collectives (GiB/step/chip) "
-            "| compile (s) |", "|" + "---|" * 16]
+            "| compile (s) |", "|" + "---|" * 17]
     for key in sorted(results, key=lambda k: (results[k]["task"], RELEASED.index(results[k]["model"]))):
         r = results[key]
         b = r.get("bytes_per_chip")
@@ -106,7 +107,8 @@ def table(results: dict) -> str:
         g = lambda k: f"{b.get(k, 0) / GiB:.1f}"  # noqa: E731
         cap = (r.get("capacity_factor") or "dropless") if get_preset(r["model"]).is_moe and r["task"] == "train" else "-"
         rows.append(
-            f"| {r['model']} | {r['task']} | {r['topology']} ({r['chips']}) | {mesh} | {r.get('microbatches') or '-'} | {cap} | "
+            f"| {r['model']} | {r['task']} | {r['topology']} ({r['chips']}) | {mesh} | {r.get('attention_impl') or 'xla'} | "
+            f"{r.get('microbatches') or '-'} | {cap} | "
             f"{g('total')} / {r['hbm_bytes_per_chip'] / GiB:.1f} GiB | {g('params')} | {g('optimizer_state')} | "
             f"{g('activations_temporaries')} | {g('kv_cache')} | {head} | "
             f"{(r.get('model_flops_per_step') or 0) / 1e12:,.0f} | {r.get('estimated_step_seconds') or 0:.3g} | "
@@ -194,7 +196,8 @@ def main() -> int:
           "in the table (`model.moe_capacity_factor` of the trainer: 1.25 in the current settings, each chip "
           "receiving at most 1.25 x its tokens x top-k routed rows; dropless reserves the worst case, expert-axis "
           "times more). Serving: the engine's prefill of 64 prompts "
-          "of 32,768 tokens and its decode loop over their cache. HBM per chip: v5p 95 GB, v6e 32 GB (Cloud TPU "
+          "of 32,768 tokens and its decode loop over their cache. Attention: the model's `attention_impl=\"auto\"`, "
+          "which on TPU is the project's Pallas flash kernels (rows compiled before they existed say xla). HBM per chip: v5p 95 GB, v6e 32 GB (Cloud TPU "
           "docs; XLA:TPU itself allows 95.74 GiB on v5p, so the v5p verdicts here are conservative). "
           "Collective bytes are the sizes of the buffers each instruction moves, per chip and step; for "
           "ragged-all-to-all that is the dropless worst-case receive buffer, an upper bound on what is sent.", "",

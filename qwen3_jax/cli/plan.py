@@ -31,6 +31,9 @@ def add_arguments(p):
     p.add_argument("--capacity-factor", type=float, default=None,
                    help="train, MoE: expert-parallel capacity factor (receive rows per chip = factor x its "
                         "tokens x top-k; default: dropless, the worst case)")
+    p.add_argument("--attention", default="auto",
+                   help="attention implementation compiled: auto (the Pallas flash kernels on TPU; ring "
+                        "attention on meshes with a sequence axis), flash, ring or xla")
     p.add_argument("--new-tokens", type=int, default=512, help="serve: new tokens per row (sizes the cache)")
     p.add_argument("--top", type=int, default=3, help="mesh search: compile the best N candidates (when none of them "
                    "fits, up to 2 more, one by one)")
@@ -51,6 +54,10 @@ def _check(args, error):
         error(f"--microbatches {args.microbatches} must be >= 1 and divide --batch {args.batch}")
     if args.capacity_factor is not None and not args.capacity_factor > 0:
         error(f"--capacity-factor must be > 0, got {args.capacity_factor}")
+    from qwen3_jax.model.attention_impl import IMPLS as ATTENTION_IMPLS
+
+    if args.attention not in ATTENTION_IMPLS:
+        error(f"--attention {args.attention!r}: expected one of {', '.join(ATTENTION_IMPLS)}")
     if args.top < 1:
         error(f"--top must be >= 1, got {args.top}")
     try:
@@ -101,7 +108,8 @@ def run(args) -> int:
     bar = tqdm(desc="compiling", unit="mesh", leave=False, disable=args.json)
     result = plan(cfg, args.model, slice_, args.task, args.seq, args.batch, mesh=mesh, remat=args.remat,
                   microbatches=args.microbatches, new_tokens=args.new_tokens, top=args.top,
-                  progress=lambda r: bar.update(1), capacity_factor=args.capacity_factor)
+                  progress=lambda r: bar.update(1), capacity_factor=args.capacity_factor,
+                  attention_impl=args.attention)
     bar.close()
     if args.json:
         print(json.dumps(result, indent=1))

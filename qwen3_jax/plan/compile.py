@@ -96,9 +96,16 @@ def step_flops(cfg: Qwen3Config, task: str, batch: int, seq: int, cache_len: int
             "decode": flops_mod.forward_flops(cfg, batch, 1, context=cache_len or seq)}
 
 
+def _resolved_attention(impl: str, mesh, cfg: Qwen3Config) -> str:
+    """The attention implementation the compiled programs use ("auto" resolved for the slice's mesh)."""
+    from qwen3_jax.model.attention_impl import resolve
+
+    return resolve(impl, mesh, cfg.dual_chunk_attention_config is not None)[0]
+
+
 def plan_one(cfg: Qwen3Config, slice_: Slice, mesh_sizes: dict[str, int], task: str, seq: int, batch: int,
              remat: str = "full", microbatches: int = 1, new_tokens: int = 512, devices=None,
-             keep_hlo: bool = False, capacity_factor: float | None = None) -> dict:
+             keep_hlo: bool = False, capacity_factor: float | None = None, attention_impl: str = "auto") -> dict:
     """Compiles the task's programs for `slice_` under `mesh_sizes` and reports what the plan prints.
 
     Returns the plan's JSON object (see `qwen3_jax.cli.plan`): fits, mesh, chips, hbm_bytes_per_chip,
@@ -117,10 +124,10 @@ def plan_one(cfg: Qwen3Config, slice_: Slice, mesh_sizes: dict[str, int], task: 
     sizes = mesh_axis_sizes(mesh)
     t0 = time.perf_counter()
     if task == "train":
-        programs = steps.train_program(cfg, mesh, batch, seq, remat, microbatches, capacity_factor)
+        programs = steps.train_program(cfg, mesh, batch, seq, remat, microbatches, capacity_factor, attention_impl)
         cache_len = None
     elif task == "serve":
-        programs = steps.serve_programs(cfg, mesh, batch, seq, new_tokens)
+        programs = steps.serve_programs(cfg, mesh, batch, seq, new_tokens, attention_impl=attention_impl)
         cache_len = programs[1].args[2]["cache"]
         cache_len = jax.tree.leaves(cache_len)[0].shape[-2]
     else:
@@ -152,6 +159,7 @@ def plan_one(cfg: Qwen3Config, slice_: Slice, mesh_sizes: dict[str, int], task: 
         "tokens_per_step": batch * seq if task == "train" else batch * seq,
         "remat": remat if task == "train" else None, "microbatches": microbatches if task == "train" else None,
         "capacity_factor": capacity_factor if task == "train" and cfg.is_moe else None,
+        "attention_impl": _resolved_attention(attention_impl, mesh, cfg),
         "fits": bool(fits), "hbm_bytes_per_chip": hbm,
         "bytes_per_chip": worst["bytes_per_chip"] if worst else None,
         "headroom_bytes": hbm - worst["bytes_per_chip"]["total"] if worst and len(ok) == len(results) else None,

@@ -23,7 +23,7 @@ def format_plan(r: dict) -> str:
             else f"serve, prefill {r['batch']} x {r['seq']} tokens, decode {r['batch']} rows over a "
                  f"{r.get('cache_length', '?')}-slot cache")
     lines.append(f"{r['model']} on {r['topology']} ({r.get('topology_shape')}, {r['chips']} chips): {what}")
-    lines.append(f"mesh: {_mesh(r.get('mesh'))}")
+    lines.append(f"mesh: {_mesh(r.get('mesh'))}" + (f", attention {r['attention_impl']}" if r.get("attention_impl") else ""))
     hbm = r["hbm_bytes_per_chip"]
     b = r.get("bytes_per_chip")
     if b:

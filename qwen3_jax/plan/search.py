@@ -143,7 +143,7 @@ def run_worker(requests: list[dict], timeout: float | None = None, progress=None
 
 def plan(cfg: Qwen3Config, model: str, slice_: Slice, task: str, seq: int, batch: int, mesh: dict | None = None,
          remat: str = "full", microbatches: int | None = None, new_tokens: int = 512, top: int = 3,
-         progress=None, capacity_factor: float | None = None) -> dict:
+         progress=None, capacity_factor: float | None = None, attention_impl: str = "auto") -> dict:
     """Runs the plan: screens the candidate meshes (or the given one), compiles the best, chooses.
 
     Returns the chosen candidate's compiled result (see `compile.plan_one`) with "candidates" (every
@@ -168,7 +168,8 @@ def plan(cfg: Qwen3Config, model: str, slice_: Slice, task: str, seq: int, batch
         round_, waiting = waiting[:n], waiting[n:]
         requests = [dict(model=model, topology=slice_.name if ":" not in slice_.name else slice_.topology_name,
                          mesh=c.mesh, task=task, seq=seq, batch=batch, remat=remat, microbatches=c.microbatches,
-                         new_tokens=new_tokens, capacity_factor=capacity_factor) for c in round_]
+                         new_tokens=new_tokens, capacity_factor=capacity_factor,
+                         attention_impl=attention_impl) for c in round_]
         for c, r in zip(round_, run_worker(requests, progress=progress)):
             c.result = r
             if "fits" not in r:

@@ -63,7 +63,7 @@ def _with_shardings(info, shardings):
 
 
 def serve_programs(cfg: Qwen3Config, mesh, batch: int, seq: int, new_tokens: int = 512,
-                   dtype=jnp.bfloat16, attention_impl: str = "xla") -> list[Program]:
+                   dtype=jnp.bfloat16, attention_impl: str = "auto") -> list[Program]:
     """The engine's prefill of `batch` prompts of `seq` tokens and its decode loop over the cache.
 
     `attention_impl` is the model's (`model.attention_impl`; "flash" compiles the Pallas kernels).
@@ -131,19 +131,22 @@ def _state_shardings(cfg, mesh, info):
 
 
 def train_program(cfg: Qwen3Config, mesh, batch: int, seq: int, remat: str = "full",
-                  microbatches: int = 1, capacity_factor: float | None = None) -> list[Program]:
+                  microbatches: int = 1, capacity_factor: float | None = None,
+                  attention_impl: str = "auto") -> list[Program]:
     """The trainer's step (forward, backward, optimizer update) over `batch` rows of `seq` tokens.
 
     It is the step `qwen3-jax train` runs: `qwen3_jax.train.step.build_train_step` with bfloat16
     compute, float32 master weights, the given remat policy, `microbatches` gradient-accumulation
-    micro-batches and the MoE expert-parallel `capacity_factor` (None: dropless), lowered on the
-    abstract state and batch it describes.
+    micro-batches, the MoE expert-parallel `capacity_factor` (None: dropless) and the attention
+    implementation (`model.attention_impl`; "auto" is the Pallas flash kernel on TPU, ring attention
+    on meshes with a `sequence` axis), lowered on the abstract state and batch it describes.
     """
     from qwen3_jax.train.config import config_from_dict
     from qwen3_jax.train.step import build_train_step
 
     run = config_from_dict({"model": {"dtype": "bfloat16", "param_dtype": "float32", "remat": remat,
-                                      "moe_capacity_factor": capacity_factor},
+                                      "moe_capacity_factor": capacity_factor,
+                                      "attention_impl": attention_impl},
                             "train": {"batch_size": batch, "seq_len": seq, "grad_accum": microbatches}})
     ts = build_train_step(run, mesh, model_config=cfg)  # outside the mesh: it makes a concrete key on the host
     state, tokens = ts.abstract_state(), ts.abstract_batch()

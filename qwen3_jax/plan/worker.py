@@ -43,7 +43,8 @@ def run(requests: list[dict], out=None) -> None:
             res = plan_one(load_config(req["model"]), slice_, req["mesh"], req["task"], req["seq"], req["batch"],
                            remat=req.get("remat", "full"), microbatches=req.get("microbatches", 1),
                            new_tokens=req.get("new_tokens", 512), devices=devices[slice_.topology_name],
-                           capacity_factor=req.get("capacity_factor"))
+                           capacity_factor=req.get("capacity_factor"),
+                           attention_impl=req.get("attention_impl", "auto"))
             for p in res["programs"]:
                 p.pop("_hlo", None)
         except Exception as e:  # reported per request; the caller decides

@@ -44,9 +44,12 @@ def _check(r, task):
 @pytest.mark.parametrize("task", ["train", "serve"])
 def test_steps_compile(model, mesh, task, devices):
     r = plan_one(get_preset(model), SLICE, mesh, task, seq=128, batch=8, microbatches=2 if task == "train" else 1,
-                 new_tokens=64, devices=devices)
+                 new_tokens=64, devices=devices, keep_hlo=True)
     _check(r, task)
     assert r["mesh"] == mesh
+    # "auto" attention on a TPU slice is the Pallas flash kernels, compiled by Mosaic into every program
+    assert r["attention_impl"] == "flash"
+    assert all("tpu_custom_call" in p["_hlo"] for p in r["programs"]), [p["name"] for p in r["programs"]]
     if "data" in mesh and task == "train":  # data parallel: gradients are all-reduced
         assert r["collectives"]["all-reduce"]["bytes"] > 0
     if "fsdp" in mesh:  # FSDP gathers weight shards
