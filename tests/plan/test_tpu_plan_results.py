@@ -70,6 +70,13 @@ def test_every_model_trains_on_a_v5p_slice(results, model):
     assert r["fits"] and r["topology"].startswith("v5p") and r["batch"] * r["seq"] >= 1_000_000, r.get("error")
 
 
+@pytest.mark.parametrize("task", ["train", "serve"])
+@pytest.mark.parametrize("model", DENSE + MOE)
+def test_every_row_compiles_the_flash_kernels(results, model, task):
+    """The plan compiles what a TPU runs: "auto" attention is the Pallas flash kernels there."""
+    assert results[f"{model}/{task}"]["attention_impl"] == "flash"
+
+
 @pytest.mark.parametrize("model", DENSE)
 def test_every_dense_model_serves_on_a_v6e_slice(results, model):
     r = results[f"{model}/serve"]
