@@ -26,9 +26,14 @@ from qwen3_jax.sharding.rules import mesh_axis_sizes, token_axes as mesh_token_a
 
 
 def needs_sharded_moe(mesh=None) -> bool:
-    """True when the mesh splits tokens or the expert MLP dim (a token or `tensor` axis of size > 1)."""
+    """True when the mesh splits tokens or the expert MLP dim (a token or `tensor` axis of size > 1),
+    unless those axes are manual already: inside a caller's `shard_map` (the trainer's per-device
+    micro-batch loop) the layer sees its own tokens and the plain path is the per-device one."""
+    mesh = jax.sharding.get_abstract_mesh() if mesh is None else mesh
     sizes = mesh_axis_sizes(mesh)
-    return bool(mesh_token_axes(mesh)) or sizes.get("tensor", 1) > 1
+    axes = set(mesh_token_axes(mesh)) | ({"tensor"} if sizes.get("tensor", 1) > 1 else set())
+    manual = set(getattr(mesh, "manual_axes", ()) or ())
+    return bool(axes) and not (axes & manual)
 
 
 def _local(x, logits, wg, wu, wd, *, top_k, norm_topk_prob, impl, fsdp, tensor):
