@@ -13,6 +13,8 @@ import os
 import sys
 import time
 
+from qwen3_jax.cli import interrupts
+
 HELP = "chat with a model (/think, /no_think, /reset, /exit; Ctrl-C stops an answer)"
 DEFAULT_MAX_NEW = 4096
 
@@ -38,6 +40,7 @@ class Printer:
 
     def write(self, kind: str, text: str) -> None:
         """Prints new text of one part ("reasoning" or "content")."""
+        interrupts.check()  # a Ctrl-C whose KeyboardInterrupt was swallowed stops here
         if not text:
             return
         if kind != self.part:
@@ -81,6 +84,7 @@ def stream_reply(model, messages, printer: Printer, *, enable_thinking=True, thi
             elif ev.kind == "done":
                 result = ev.result
     except KeyboardInterrupt:
+        interrupts.clear()
         printer.note("[stopped]")
         return None
     dt = time.perf_counter() - t0
@@ -135,6 +139,7 @@ def repl(model, args, out=None) -> int:
         except StopIteration:
             break
         except KeyboardInterrupt:  # Ctrl-C at the prompt: a fresh prompt, not an exit
+            interrupts.clear()
             printer.out.write("\n")
             continue
         cmd = line.strip()

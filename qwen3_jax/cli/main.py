@@ -48,7 +48,14 @@ def _available():
 
 
 def main(argv=None) -> int:
+    from qwen3_jax.cli import interrupts
+
+    if argv is None:  # the program: a Ctrl-C swallowed by an ignored-exception callback still counts
+        interrupts.install()
     rc = _main(argv)
+    if argv is None and rc == 0 and interrupts.pending():
+        print("qwen3-jax: interrupted", file=sys.stderr)
+        rc = 130
     if rc in (2, 130) and argv is None:
         sys.stdout.flush()
         sys.stderr.flush()
